@@ -1,0 +1,233 @@
+// The one funnel through which every node, parameter and input of a graph is created: naming by scope,
+// attribute checking and shape inference happen here, so a mistake throws at the call that made it.
+
+import type { Graph, Initializer, Node, TensorRole, ValueInfo } from './graph.js';
+import { type Init, initValues } from './init.js';
+import { type Attr, type InputInfo, type RawAttr, AttrReader, OPS } from './ops.js';
+import { type DType, type Shape, type TensorData, type TensorType, shapeText } from './types.js';
+
+/** A handle to a value in the graph under construction. Immutable; carries its inferred type. */
+export class Value implements TensorType {
+  constructor(
+    readonly name: string,
+    readonly dtype: DType,
+    readonly shape: Shape,
+    /** Set when the value is a constant known at build time (used for shape inference of Reshape, Pad...). */
+    readonly constant?: TensorData,
+  ) {}
+  toString(): string {
+    return `${this.name}: ${this.dtype}${shapeText(this.shape)}`;
+  }
+}
+
+export class GraphError extends Error {
+  constructor(
+    readonly where: string,
+    message: string,
+  ) {
+    super(`${where}: ${message}`);
+    this.name = 'GraphError';
+  }
+}
+
+export interface OpOptions {
+  /** Local name of the node within the current scope; defaults to the op type in lower case. */
+  name?: string;
+  /** Number of outputs, or their local names (value names become `<node>.<output>`). */
+  outputs?: number | readonly string[];
+  /** Name the (single) output value this exact global name instead of the node's name. */
+  outputName?: string;
+}
+
+export interface ParamOptions {
+  role?: TensorRole;
+  decay?: boolean;
+}
+
+export class GraphBuilder {
+  private readonly scopes: string[] = [];
+  private readonly nodes: Node[] = [];
+  private readonly inits: Initializer[] = [];
+  private readonly inputs: ValueInfo[] = [];
+  private readonly outputs: ValueInfo[] = [];
+  private readonly types = new Map<string, TensorType>();
+  private readonly constants = new Map<string, TensorData>();
+  private readonly nodeNames = new Set<string>();
+  private readonly autoNames = new Map<string, number>();
+
+  constructor(
+    readonly name: string,
+    readonly seed = 0,
+  ) {}
+
+  /** Current scope path, e.g. `stage2.unit1`. */
+  get path(): string {
+    return this.scopes.join('.');
+  }
+
+  /** Runs `fn` with `name` appended to the scope path; names created inside are prefixed with it. */
+  scope<T>(name: string, fn: () => T): T {
+    this.scopes.push(name);
+    try {
+      return fn();
+    } finally {
+      this.scopes.pop();
+    }
+  }
+
+  private qualify(local: string): string {
+    return this.scopes.length ? `${this.path}.${local}` : local;
+  }
+
+  private fail(what: string, message: string): never {
+    throw new GraphError(what, message);
+  }
+
+  private claim(name: string): void {
+    if (this.types.has(name) || this.nodeNames.has(name)) this.fail(name, 'this name is already used in the graph');
+  }
+
+  input(name: string, dtype: DType, shape: Shape): Value {
+    this.claim(name);
+    this.inputs.push({ name, dtype, shape });
+    this.types.set(name, { dtype, shape });
+    return new Value(name, dtype, shape);
+  }
+
+  /** Marks `v` as a graph output; `name` renames it (e.g. 'logits') when it was made by this builder. */
+  output(v: Value, name = v.name): Value {
+    let out = v;
+    if (name !== v.name) {
+      const node = this.nodes.findIndex((n) => n.outputs.includes(v.name));
+      const read = this.nodes.some((n) => n.inputs.includes(v.name));
+      if (node < 0 || read) {
+        out = this.op('Identity', [v], {}, { name, outputName: name })[0];
+      } else {
+        this.claim(name);
+        const n = this.nodes[node];
+        this.nodes[node] = { ...n, outputs: n.outputs.map((o) => (o === v.name ? name : o)) };
+        this.types.delete(v.name);
+        this.types.set(name, { dtype: v.dtype, shape: v.shape });
+        out = new Value(name, v.dtype, v.shape);
+      }
+    }
+    this.outputs.push({ name: out.name, dtype: out.dtype, shape: out.shape });
+    return out;
+  }
+
+  /** Registers a stored tensor under the current scope (`<scope>.<local>`) with its initial values. */
+  param(local: string, dims: readonly number[], init: Init, opts: ParamOptions = {}): Value {
+    const name = this.qualify(local);
+    const count = dims.reduce((p, d) => p * d, 1);
+    const seed = this.seed;
+    const data: TensorData = { dtype: 'float32', dims: [...dims], values: () => initValues(init, count, seed, name) };
+    return this.tensor(name, data, opts.role ?? 'param', opts.decay ?? false);
+  }
+
+  /** A constant tensor stored in the model (e.g. Pad's pads); its value is known to shape inference. */
+  constant(local: string, data: TensorData): Value {
+    const name = this.qualify(local);
+    const v = this.tensor(name, data, 'buffer', false);
+    this.constants.set(name, data);
+    return new Value(name, v.dtype, v.shape, data);
+  }
+
+  private tensor(name: string, data: TensorData, role: TensorRole, decay: boolean): Value {
+    this.claim(name);
+    this.inits.push({ name, role, decay, data });
+    this.types.set(name, { dtype: data.dtype, shape: data.dims });
+    return new Value(name, data.dtype, data.dims);
+  }
+
+  /** Adds one node. Checks the op's attributes and input types, infers output types, returns the outputs. */
+  op(type: string, inputs: readonly (Value | null)[], rawAttrs: Readonly<Record<string, RawAttr>> = {}, opts: OpOptions = {}): Value[] {
+    const local = opts.name ?? this.autoName(type);
+    const nodeName = this.qualify(local);
+    const def = OPS[type];
+    if (!def) this.fail(nodeName, `unknown op '${type}' (known: ${Object.keys(OPS).join(', ')})`);
+    if (this.nodeNames.has(nodeName)) this.fail(nodeName, `a layer named '${nodeName}' already exists`);
+    if (inputs.length < def.inputs[0] || inputs.length > def.inputs[1])
+      this.fail(nodeName, `${type} takes ${def.inputs[0]}..${def.inputs[1]} inputs, got ${inputs.length}`);
+    const attrs: Record<string, Attr> = {};
+    for (const [key, raw] of Object.entries(rawAttrs)) {
+      const kind = def.attrs[key];
+      if (!kind) this.fail(nodeName, `${type} has no attribute '${key}' (allowed: ${Object.keys(def.attrs).join(', ') || 'none'})`);
+      attrs[key] = toAttr(kind, raw, () => this.fail(nodeName, `attribute '${key}' of ${type} must be of kind ${kind}, got ${JSON.stringify(raw)}`));
+    }
+    const infos: (InputInfo | null)[] = inputs.map((v) => {
+      if (v === null) return null;
+      const t = this.types.get(v.name);
+      if (!t) this.fail(nodeName, `input '${v.name}' does not belong to this graph`);
+      return { dtype: t.dtype, shape: t.shape, constant: this.constants.get(v.name) };
+    });
+    let outTypes: TensorType[];
+    try {
+      outTypes = def.infer(infos, new AttrReader(attrs));
+    } catch (e) {
+      const inputsText = inputs.map((v) => (v ? v.toString() : '-')).join(', ');
+      return this.fail(nodeName, `${type}: ${(e as Error).message} (inputs: ${inputsText})`);
+    }
+    const outLocal = typeof opts.outputs === 'object' ? opts.outputs : undefined;
+    const nOut = outLocal ? outLocal.length : (opts.outputs as number | undefined) ?? outTypes.length;
+    if (nOut > outTypes.length) this.fail(nodeName, `${type} has ${outTypes.length} outputs here, ${nOut} requested`);
+    const outNames = Array.from({ length: nOut }, (_, i) =>
+      opts.outputName && nOut === 1 ? opts.outputName : outLocal ? `${nodeName}.${outLocal[i]}` : nOut === 1 ? nodeName : `${nodeName}.${i}`,
+    );
+    for (const n of outNames) if (n !== nodeName) this.claim(n);
+    if (outNames.includes(nodeName)) this.claim(nodeName);
+    this.nodeNames.add(nodeName);
+    this.nodes.push({ op: type, name: nodeName, inputs: inputs.map((v) => (v ? v.name : '')), outputs: outNames, attrs });
+    return outNames.map((n, i) => {
+      this.types.set(n, outTypes[i]);
+      return new Value(n, outTypes[i].dtype, outTypes[i].shape);
+    });
+  }
+
+  /** Single-output shorthand for op(). */
+  op1(type: string, inputs: readonly (Value | null)[], attrs: Readonly<Record<string, RawAttr>> = {}, opts: OpOptions = {}): Value {
+    return this.op(type, inputs, attrs, { ...opts, outputs: 1 })[0];
+  }
+
+  private autoName(type: string): string {
+    const base = type.toLowerCase();
+    const key = this.qualify(base);
+    const k = this.autoNames.get(key) ?? 0;
+    this.autoNames.set(key, k + 1);
+    return k === 0 ? base : `${base}_${k}`;
+  }
+
+  build(): Graph {
+    if (this.outputs.length === 0) throw new GraphError(this.name, 'graph has no outputs');
+    return {
+      name: this.name,
+      inputs: [...this.inputs],
+      outputs: [...this.outputs],
+      nodes: [...this.nodes],
+      initializers: [...this.inits],
+      types: new Map(this.types),
+    };
+  }
+}
+
+function toAttr(kind: Attr['kind'], raw: RawAttr, bad: () => never): Attr {
+  switch (kind) {
+    case 'int':
+      if (typeof raw !== 'number' || !Number.isInteger(raw)) bad();
+      return { kind, value: raw };
+    case 'float':
+      if (typeof raw !== 'number') bad();
+      return { kind, value: raw };
+    case 'ints':
+      if (!Array.isArray(raw) || !raw.every((x) => Number.isInteger(x))) bad();
+      return { kind, value: [...(raw as number[])] };
+    case 'floats':
+      if (!Array.isArray(raw) || !raw.every((x) => typeof x === 'number')) bad();
+      return { kind, value: [...(raw as number[])] };
+    case 'string':
+      if (typeof raw !== 'string') bad();
+      return { kind, value: raw };
+    case 'tensor':
+      if (typeof raw !== 'object' || Array.isArray(raw) || !('dims' in (raw as object))) bad();
+      return { kind, value: raw as TensorData };
+  }
+}

@@ -1,0 +1,86 @@
+// Neural-network layers built from ops: each registers its parameters under the layer's name, so the
+// weight of `stage3.unit12.conv2` is `stage3.unit12.conv2.weight` in the graph, checkpoints and errors.
+
+import type { GraphBuilder, Value } from './builder.js';
+import { floatTensor, int64Tensor } from './types.js';
+
+export interface ConvOptions {
+  out: number;
+  kernel: number;
+  stride?: number;
+  /** Symmetric padding; defaults to kernel/2 (same size at stride 1). */
+  pad?: number;
+  bias?: boolean | number;
+}
+
+export function conv(b: GraphBuilder, x: Value, name: string, o: ConvOptions): Value {
+  const inC = x.shape[1];
+  if (typeof inC !== 'number') throw new Error(`${b.path}.${name}: input channels must be concrete, got ${x}`);
+  const k = o.kernel;
+  const stride = o.stride ?? 1;
+  const pad = o.pad ?? Math.floor(k / 2);
+  const [w, bias] = b.scope(name, () => [
+    b.param('weight', [o.out, inC, k, k], { kind: 'he-normal', fanOut: k * k * o.out }, { decay: true }),
+    o.bias === undefined || o.bias === false ? null : b.param('bias', [o.out], { kind: 'constant', value: o.bias === true ? 0 : o.bias }),
+  ]);
+  const attrs = { kernel_shape: [k, k], strides: [stride, stride], pads: [pad, pad, pad, pad] };
+  return b.op1('Conv', bias ? [x, w, bias] : [x, w], attrs, { name });
+}
+
+export const BN_EPSILON = 1e-5;
+
+export function batchNorm(b: GraphBuilder, x: Value, name: string): Value {
+  const c = x.shape[1];
+  if (typeof c !== 'number') throw new Error(`${b.path}.${name}: channels must be concrete, got ${x}`);
+  const [gamma, beta, mean, variance] = b.scope(name, () => [
+    b.param('weight', [c], { kind: 'constant', value: 1 }),
+    b.param('bias', [c], { kind: 'constant', value: 0 }),
+    b.param('running_mean', [c], { kind: 'constant', value: 0 }, { role: 'buffer' }),
+    b.param('running_var', [c], { kind: 'constant', value: 1 }, { role: 'buffer' }),
+  ]);
+  return b.op1('BatchNormalization', [x, gamma, beta, mean, variance], { epsilon: BN_EPSILON, momentum: 0.9 }, { name });
+}
+
+export function relu(b: GraphBuilder, x: Value, name: string): Value {
+  return b.op1('Relu', [x], {}, { name });
+}
+
+/** Global average pooling then a fully connected layer with bias: the family's classifier. */
+export function classifier(b: GraphBuilder, x: Value, classes: number): Value {
+  const pooled = b.op1('GlobalAveragePool', [x], {}, { name: 'pool' });
+  const flat = b.op1('Flatten', [pooled], { axis: 1 }, { name: 'flatten' });
+  const inF = flat.shape[1] as number;
+  const [w, bias] = b.scope('fc', () => [
+    b.param('weight', [classes, inF], { kind: 'uniform', bound: 1 / Math.sqrt(inF) }, { decay: true }),
+    b.param('bias', [classes], { kind: 'constant', value: 0 }),
+  ]);
+  return b.op1('Gemm', [flat, w, bias], { transB: 1 }, { name: 'fc' });
+}
+
+/** A float scalar stored as a 1-element constant, for broadcasting in Mul/Add/Sub. */
+export function scalar(b: GraphBuilder, name: string, value: number): Value {
+  return b.constant(name, floatTensor([1], Float32Array.of(value)));
+}
+
+/**
+ * Shortcut option A of He et al.: take every `stride`-th pixel and append zero channels up to `out`.
+ * Parameter-free; spelled as Slice + Pad so every ONNX runtime runs it.
+ */
+export function subsampleAndPad(b: GraphBuilder, x: Value, name: string, stride: number, out: number): Value {
+  return b.scope(name, () => {
+    let y = x;
+    if (stride > 1) {
+      const starts = b.constant('starts', int64Tensor([2], [0, 0]));
+      const ends = b.constant('ends', int64Tensor([2], [Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER]));
+      const axes = b.constant('axes', int64Tensor([2], [2, 3]));
+      const steps = b.constant('steps', int64Tensor([2], [stride, stride]));
+      y = b.op1('Slice', [y, starts, ends, axes, steps], {}, { name: 'subsample' });
+    }
+    const extra = out - (x.shape[1] as number);
+    if (extra > 0) {
+      const pads = b.constant('pads', int64Tensor([8], [0, 0, 0, 0, 0, extra, 0, 0]));
+      y = b.op1('Pad', [y, pads], { mode: 'constant' }, { name: 'pad' });
+    }
+    return y;
+  });
+}
