@@ -127,7 +127,7 @@ export class GraphBuilder {
   /** A constant tensor stored in the model (e.g. Pad's pads); its value is known to shape inference. */
   constant(local: string, data: TensorData): Value {
     const name = this.qualify(local);
-    const v = this.tensor(name, data, 'buffer', false);
+    const v = this.tensor(name, data, 'constant', false);
     this.constants.set(name, data);
     return new Value(name, v.dtype, v.shape, data);
   }

@@ -19,9 +19,10 @@ export interface ValueInfo extends TensorType {
 
 /**
  * What a stored tensor is for. `param`s are learned (and counted as parameters); `buffer`s are state that is
- * not learned by gradient (BN running statistics).
+ * not learned by gradient (BN running statistics); both are saved in checkpoints. `constant`s are fixed by
+ * the architecture (Pad's pads, a scaling lambda) and are not.
  */
-export type TensorRole = 'param' | 'buffer';
+export type TensorRole = 'param' | 'buffer' | 'constant';
 
 export interface Initializer {
   readonly name: string;

@@ -1,0 +1,65 @@
+// Export of an inference model: build the network, load weights if given, fold BatchNorm, write ONNX.
+
+import type { ResNetConfig } from '../models/config.js';
+import { buildResNet } from '../models/preact.js';
+import { type Graph, parameterCount } from '../graph/graph.js';
+import { packageVersion } from '../util/paths.js';
+import { foldBatchNorms } from './fold.js';
+import { docString, modelMetadata } from './metadata.js';
+import { DEFAULT_OPSET, checkOpset, writeOnnx } from './onnx.js';
+import { loadWeights } from './weights.js';
+
+export interface InferenceExportOptions {
+  output: string;
+  seed?: number;
+  /** A checkpoint (safetensors) written by this project. */
+  weights?: string;
+  /** Fold BatchNormalization into the preceding Conv (default true). */
+  fold?: boolean;
+  opset?: number;
+  probabilities?: boolean;
+  progress?: (written: number, total: number) => void;
+}
+
+export interface ExportReport {
+  path: string;
+  bytes: number;
+  parameters: number;
+  nodes: number;
+  foldedBatchNorms: number;
+  weights: string;
+}
+
+/** Builds the inference graph, with weights and folding applied, ready to write. */
+export function inferenceGraph(cfg: ResNetConfig, o: Omit<InferenceExportOptions, 'output'>): { graph: Graph; weights: string; folded: number } {
+  let graph = buildResNet(cfg, { seed: o.seed ?? 0, probabilities: o.probabilities });
+  let weights = `random-init (seed ${o.seed ?? 0})`;
+  if (o.weights) {
+    const loaded = loadWeights(graph, o.weights);
+    graph = loaded.graph;
+    weights = loaded.status;
+  }
+  let folded = 0;
+  if (o.fold ?? true) {
+    const r = foldBatchNorms(graph);
+    graph = r.graph;
+    folded = r.folded.length;
+  }
+  return { graph, weights, folded };
+}
+
+export function exportInference(cfg: ResNetConfig, o: InferenceExportOptions): ExportReport {
+  const opset = o.opset ?? DEFAULT_OPSET;
+  checkOpset(opset);
+  const params = parameterCount(buildResNet(cfg));
+  const { graph, weights, folded } = inferenceGraph(cfg, o);
+  const desc = { weights, folded: folded > 0 };
+  const bytes = writeOnnx(graph, o.output, {
+    opset,
+    docString: docString(cfg, desc),
+    metadata: modelMetadata(cfg, desc),
+    producerVersion: packageVersion(),
+    progress: o.progress,
+  });
+  return { path: o.output, bytes, parameters: params, nodes: graph.nodes.length, foldedBatchNorms: folded, weights };
+}

@@ -1,0 +1,56 @@
+// Moving weights between a graph and a checkpoint file (safetensors, names = the graph's parameter names).
+
+import { basename } from 'node:path';
+import type { Graph, Initializer } from '../graph/graph.js';
+import { floatTensor } from '../graph/types.js';
+import { CheckpointError, SafeTensorsFile, writeSafeTensors } from './safetensors.js';
+
+export const CHECKPOINT_FORMAT = 'resnet-onnx-checkpoint/1';
+
+/** The tensors a checkpoint of this graph holds: parameters and BN running statistics, not constants. */
+export function checkpointTensors(g: Graph): Initializer[] {
+  return g.initializers.filter((i) => i.role !== 'constant');
+}
+
+export interface LoadedWeights {
+  graph: Graph;
+  /** Text for the model's `weights` metadata, e.g. "checkpoint: run1.safetensors" or the checkpoint's own. */
+  status: string;
+  metadata: Readonly<Record<string, string>>;
+}
+
+/**
+ * Replaces the graph's parameters and buffers by those of a checkpoint. Every tensor must be present with the
+ * same shape, and the file may hold nothing else; the first that does not fit is named in the error.
+ * Values are read lazily, when the model is written.
+ */
+export function loadWeights(g: Graph, path: string): LoadedWeights {
+  const file = SafeTensorsFile.open(path);
+  const wanted = checkpointTensors(g);
+  const names = new Set(wanted.map((i) => i.name));
+  for (const init of wanted) {
+    const e = file.tensors.get(init.name);
+    if (!e) throw new CheckpointError(`${path} does not fit this network: tensor '${init.name}' [${init.data.dims.join(', ')}] is missing`);
+    const same = e.shape.length === init.data.dims.length && e.shape.every((d, i) => d === init.data.dims[i]);
+    if (!same) throw new CheckpointError(`${path} does not fit this network: tensor '${init.name}' is [${e.shape.join(', ')}] in the file, [${init.data.dims.join(', ')}] in the network`);
+    if (!['F32', 'F64', 'F16', 'BF16'].includes(e.dtype)) throw new CheckpointError(`${path}: tensor '${init.name}' is ${e.dtype}; a floating-point tensor is needed`);
+  }
+  for (const name of file.tensors.keys()) {
+    // Optimiser state lives beside the weights in training checkpoints; it is not part of the network.
+    if (!names.has(name) && !name.includes('#')) throw new CheckpointError(`${path} does not fit this network: it has tensor '${name}', which the network does not have`);
+  }
+  const initializers = g.initializers.map((init) =>
+    init.role === 'constant' ? init : { ...init, data: floatTensor(init.data.dims, () => file.readFloat32(init.name)) },
+  );
+  const status = file.metadata.weights ?? `checkpoint: ${basename(path)}`;
+  return { graph: { ...g, initializers }, status, metadata: file.metadata };
+}
+
+/** Writes the graph's parameters and buffers as a safetensors checkpoint. */
+export function saveWeights(g: Graph, path: string, metadata: Readonly<Record<string, string>> = {}): void {
+  writeSafeTensors(
+    path,
+    checkpointTensors(g).map((i) => ({ name: i.name, shape: i.data.dims, values: () => i.data.values() as Float32Array })),
+    { format: CHECKPOINT_FORMAT, ...metadata },
+  );
+}
