@@ -11,7 +11,7 @@ export function writeFileAtomic(path: string, write: (put: Put) => void): void {
   try {
     fd = openSync(tmp, 'w');
   } catch (e) {
-    throw new Error(`cannot write ${path}: ${(e as NodeJS.ErrnoException).code ?? ''} ${(e as Error).message}`.trim());
+    throw new Error(`cannot write ${path}: ${(e as Error).message.replace(`, open '${tmp}'`, '')}`);
   }
   try {
     write((bytes) => {

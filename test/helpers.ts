@@ -1,0 +1,67 @@
+// Shared test utilities: temp dirs, seeded inputs, onnxruntime runs, realistic BN statistics.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import type { Graph } from '../src/graph/graph.js';
+import { rng } from '../src/graph/init.js';
+import { floatTensor } from '../src/graph/types.js';
+
+export function tempDir(prefix = 'resnet-onnx-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function seededInput(count: number, seed = 1): Float32Array {
+  const u = rng(seed, 'input');
+  return Float32Array.from({ length: count }, () => 2 * u() - 1);
+}
+
+export async function runOnnx(path: string, input: Float32Array, dims: number[], output = 'logits'): Promise<{ data: Float32Array; dims: readonly number[] }> {
+  const session = await ort.InferenceSession.create(path, { intraOpNumThreads: 2 });
+  try {
+    const out = await session.run({ input: new ort.Tensor('float32', input, dims) });
+    return { data: out[output].data as Float32Array, dims: out[output].dims };
+  } finally {
+    await session.release();
+  }
+}
+
+/**
+ * Replaces BN statistics and affine parameters by random but sane values (as after training), so that
+ * folding is exercised and activations stay in a normal range. `residualScale` shrinks each unit's last
+ * conv, which keeps random-init networks of 1000+ layers finite in inference mode.
+ */
+export function withTrainedLikeStats(g: Graph, seed = 3, residualScale = 1): Graph {
+  const lastConv = /\.unit\d+\.conv([23])\.weight$/;
+  return {
+    ...g,
+    initializers: g.initializers.map((init) => {
+      const n = init.data.dims.reduce((p, d) => p * d, 1);
+      const u = rng(seed, init.name);
+      const gen = (f: () => number) => floatTensor(init.data.dims, Float32Array.from({ length: n }, f));
+      if (/\.running_var$/.test(init.name)) return { ...init, data: gen(() => 0.5 + 1.5 * u()) };
+      if (/\.running_mean$/.test(init.name)) return { ...init, data: gen(() => 0.2 * (u() - 0.5)) };
+      if (/bn\d?\.weight$/.test(init.name)) return { ...init, data: gen(() => 0.5 + u()) };
+      if (/bn\d?\.bias$/.test(init.name)) return { ...init, data: gen(() => 0.2 * (u() - 0.5)) };
+      if (residualScale !== 1 && lastConv.test(init.name)) {
+        const src = init.data.values() as Float32Array;
+        return { ...init, data: floatTensor(init.data.dims, src.map((v) => v * residualScale)) };
+      }
+      return init;
+    }),
+  };
+}
+
+export function maxAbs(a: Float32Array): number {
+  let m = 0;
+  for (const v of a) m = Math.max(m, Math.abs(v));
+  return m;
+}
+
+/** max |a - b| / max(1, max |b|): the relative error used throughout the tests. */
+export function relDiff(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m / Math.max(1, maxAbs(b));
+}
