@@ -1,6 +1,6 @@
 // Command-line entry point: parses arguments and calls the library; no model logic lives here.
 
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
@@ -143,7 +143,9 @@ export function program(): Command {
       const cfg = configFrom(f);
       if (f.weights && f.saveWeights) throw new CliError('--weights and --save-weights conflict: the checkpoint already exists; copy it instead');
       const output = f.output ?? defaultOutput(cfg);
-      mkdirSync(dirname(output) || '.', { recursive: true });
+      // Only the default folder is created; a user's -o path must point into an existing directory.
+      if (!f.output) mkdirSync(dirname(output), { recursive: true });
+      else if (!existsSync(dirname(output) || '.')) throw new CliError(`cannot write ${output}: directory ${dirname(output)} does not exist`);
       const started = Date.now();
       const bar = progressBar(!f.quiet);
       let report;
