@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Baseline for bench/latency.ts: the same network in PyTorch CPU eager (and via torch.onnx), timed.
+
+Builds the network from our resolved config with the independent reference in test/reference/preact_torch.py,
+swaps its checkpoint-shaped BatchNorm for torch.nn.BatchNorm2d (PyTorch's own fast path), and times
+`model(x)` under no_grad in eval mode. With --onnx-out, also writes the network through torch.onnx.export so
+the caller can time PyTorch's own ONNX export in onnxruntime. Prints one JSON line.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "reference"))
+import preact_torch  # noqa: E402
+
+
+def to_native_bn(module):
+    for name, child in module.named_children():
+        if isinstance(child, preact_torch.BatchNorm):
+            bn = torch.nn.BatchNorm2d(child.weight.numel(), eps=preact_torch.BN_EPS)
+            with torch.no_grad():
+                bn.weight.copy_(child.weight)
+                bn.bias.copy_(child.bias)
+                bn.running_mean.copy_(child.running_mean)
+                bn.running_var.copy_(child.running_var)
+            setattr(module, name, bn)
+        else:
+            to_native_bn(child)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--size", type=int, default=320)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--onnx-out")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    with open(args.config) as f:
+        cfg = json.load(f)
+    model = preact_torch.PreActResNet(cfg)
+    to_native_bn(model)
+    model.eval()
+    x = torch.randn(args.batch, cfg["inChannels"], args.size, args.size)
+    times = []
+    with torch.no_grad():
+        for i in range(args.warmup + args.runs):
+            t = time.perf_counter()
+            model(x)
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t)
+        if args.onnx_out:
+            torch.onnx.export(model, x, args.onnx_out, input_names=["input"], output_names=["logits"], opset_version=17,
+                              dynamic_axes={"input": {0: "N", 2: "H", 3: "W"}, "logits": {0: "N"}})
+    print(json.dumps({"median_s": statistics.median(times), "min_s": min(times), "runs": len(times), "torch": torch.__version__, "threads": args.threads}))
+
+
+if __name__ == "__main__":
+    main()
