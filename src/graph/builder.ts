@@ -55,10 +55,51 @@ export class GraphBuilder {
   private readonly nodeNames = new Set<string>();
   private readonly autoNames = new Map<string, number>();
 
+  private readonly stateInits: Initializer[] = [];
+
+  /**
+   * `mode` 'training' makes parameters and buffers graph inputs (state fed each step) instead of stored
+   * initializers, and makes layers such as batchNorm use batch statistics.
+   */
   constructor(
     readonly name: string,
     readonly seed = 0,
+    readonly mode: 'inference' | 'training' = 'inference',
   ) {}
+
+  get training(): boolean {
+    return this.mode === 'training';
+  }
+
+  /** Every node added so far, in order (read by autodiff). */
+  get nodeList(): readonly Node[] {
+    return this.nodes;
+  }
+
+  /** A handle to an existing value by name. */
+  value(name: string): Value {
+    const t = this.types.get(name);
+    if (!t) throw new GraphError(name, 'no such value in this graph');
+    return new Value(name, t.dtype, t.shape, this.constants.get(name));
+  }
+
+  private readonly updates = new Map<string, Value>();
+
+  /** Records the next value of a state tensor (e.g. a BN running statistic) computed by this graph. */
+  stateUpdate(name: string, next: Value): void {
+    if (this.updates.has(name)) throw new GraphError(name, 'state tensor updated twice');
+    this.updates.set(name, next);
+  }
+
+  /** State updates recorded so far, by state tensor name. */
+  get stateUpdates(): ReadonlyMap<string, Value> {
+    return this.updates;
+  }
+
+  /** State tensors registered so far (training mode). */
+  get stateList(): readonly Initializer[] {
+    return this.stateInits;
+  }
 
   /** Current scope path, e.g. `stage2.unit1`. */
   get path(): string {
@@ -121,6 +162,10 @@ export class GraphBuilder {
     const count = dims.reduce((p, d) => p * d, 1);
     const seed = this.seed;
     const data: TensorData = { dtype: 'float32', dims: [...dims], values: () => initValues(init, count, seed, name) };
+    if (this.training) {
+      this.stateInits.push({ name, role: opts.role ?? 'param', decay: opts.decay ?? false, data });
+      return this.input(name, 'float32', dims);
+    }
     return this.tensor(name, data, opts.role ?? 'param', opts.decay ?? false);
   }
 
@@ -188,6 +233,11 @@ export class GraphBuilder {
     return this.op(type, inputs, attrs, { ...opts, outputs: 1 })[0];
   }
 
+  /** A local name not yet used in the current scope: `base`, then `base_1`, `base_2`... */
+  fresh(base: string): string {
+    return this.autoName(base);
+  }
+
   private autoName(type: string): string {
     const base = type.toLowerCase();
     const key = this.qualify(base);
@@ -205,6 +255,7 @@ export class GraphBuilder {
       nodes: [...this.nodes],
       initializers: [...this.inits],
       types: new Map(this.types),
+      ...(this.training ? { state: [...this.stateInits] } : {}),
     };
   }
 }

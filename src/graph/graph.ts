@@ -41,6 +41,12 @@ export interface Graph {
   readonly initializers: readonly Initializer[];
   /** Types of every value (inputs, node outputs, initializers), as inferred when the graph was built. */
   readonly types: ReadonlyMap<string, TensorType>;
+  /**
+   * Training graphs only: tensors that are graph inputs carrying state (parameters, optimiser state, BN running
+   * statistics), with their initial values. A training loop starts from these and feeds each step's outputs
+   * back (see src/export/training.ts for the naming).
+   */
+  readonly state?: readonly Initializer[];
 }
 
 /** Number of learnable scalars: the parameter count the paper and the SPEC report. */

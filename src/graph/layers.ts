@@ -38,7 +38,43 @@ export function batchNorm(b: GraphBuilder, x: Value, name: string): Value {
     b.param('running_mean', [c], { kind: 'constant', value: 0 }, { role: 'buffer' }),
     b.param('running_var', [c], { kind: 'constant', value: 1 }, { role: 'buffer' }),
   ]);
+  if (b.training) return b.scope(name, () => batchNormTraining(b, x, gamma, beta, mean, variance));
   return b.op1('BatchNormalization', [x, gamma, beta, mean, variance], { epsilon: BN_EPSILON, momentum: 0.9 }, { name });
+}
+
+/** PyTorch's BN momentum: running = (1 - m) * running + m * batch statistic. */
+export const BN_MOMENTUM = 0.1;
+
+/**
+ * Training-mode BN as PyTorch defines it: normalise with the batch mean and biased variance; update the running
+ * mean, and the running variance with the unbiased batch variance, at momentum 0.1. The normalisation itself is
+ * the inference-form BatchNormalization op fed with batch statistics, so its gradient rule plus the rules of
+ * the statistics' ops give the full training-mode gradient.
+ */
+function batchNormTraining(b: GraphBuilder, x: Value, gamma: Value, beta: Value, runMean: Value, runVar: Value): Value {
+  const shape = x.shape.map((d) => {
+    if (typeof d !== 'number') throw new Error(`${b.path}: training graphs need concrete shapes, got ${x}`);
+    return d;
+  });
+  const c = shape[1];
+  const axes = shape.map((_, i) => i).filter((i) => i !== 1);
+  const n = axes.reduce((p, i) => p * shape[i], 1);
+  const axesV = b.constant('axes', int64Tensor([axes.length], axes));
+  const perC = b.constant('per_channel', int64Tensor([1], [c]));
+  const mean4 = b.op1('Mul', [b.op1('ReduceSum', [x, axesV], { keepdims: 1 }, { name: 'sum' }), scalar(b, 'inv_n', 1 / n)], {}, { name: 'mean4' });
+  const centred = b.op1('Sub', [x, mean4], {}, { name: 'centred' });
+  const sq = b.op1('Mul', [centred, centred], {}, { name: 'squared' });
+  const var4 = b.op1('Mul', [b.op1('ReduceSum', [sq, axesV], { keepdims: 1 }, { name: 'sum_sq' }), scalar(b, 'inv_n2', 1 / n)], {}, { name: 'var4' });
+  const mean = b.op1('Reshape', [mean4, perC], {}, { name: 'batch_mean' });
+  const variance = b.op1('Reshape', [var4, perC], {}, { name: 'batch_var' });
+  const y = b.op1('BatchNormalization', [x, gamma, beta, mean, variance], { epsilon: BN_EPSILON }, { name: 'normalise' });
+  const keep = scalar(b, 'keep', 1 - BN_MOMENTUM);
+  const newMean = b.op1('Add', [b.op1('Mul', [runMean, keep], {}, { name: 'mean_decay' }), b.op1('Mul', [mean, scalar(b, 'm', BN_MOMENTUM)], {}, { name: 'mean_step' })], {}, { name: 'running_mean_next' });
+  const unbiased = n > 1 ? n / (n - 1) : 1;
+  const newVar = b.op1('Add', [b.op1('Mul', [runVar, keep], {}, { name: 'var_decay' }), b.op1('Mul', [variance, scalar(b, 'mv', BN_MOMENTUM * unbiased)], {}, { name: 'var_step' })], {}, { name: 'running_var_next' });
+  b.stateUpdate(runMean.name, newMean);
+  b.stateUpdate(runVar.name, newVar);
+  return y;
 }
 
 export function relu(b: GraphBuilder, x: Value, name: string): Value {

@@ -1,13 +1,17 @@
 // The ONNX operators the DSL can emit: each op's attribute schema and its type/shape inference, in one table.
 // Adding an op (and, later, its gradient rule) touches this file only.
 
+import type { GraphBuilder, Value } from './builder.js';
+import { concrete, expand, f32, i64, op, reduceSum, reshape, sumTo } from './grad-util.js';
 import {
   type DType,
   type Dim,
   type Shape,
   type TensorData,
   type TensorType,
+  ONNX_DTYPE,
   dimText,
+  floatTensor,
   mapDim,
   sameDim,
   shapeText,
@@ -30,6 +34,18 @@ export interface InputInfo extends TensorType {
   readonly constant?: TensorData;
 }
 
+/** What a gradient rule sees of the node it differentiates. */
+export interface GradContext {
+  readonly b: GraphBuilder;
+  readonly inputs: readonly (Value | null)[];
+  readonly outputs: readonly Value[];
+  /** Gradient of the loss with respect to each output (null where none flows back). */
+  readonly dOut: readonly (Value | null)[];
+  readonly attrs: AttrReader;
+  /** Whether the gradient of each input is wanted; a rule may return null for the others. */
+  readonly need: readonly boolean[];
+}
+
 export interface OpDef {
   /** Attribute names and kinds this op accepts; any other attribute is an error. */
   readonly attrs: Readonly<Record<string, AttrKind>>;
@@ -37,6 +53,11 @@ export interface OpDef {
   readonly inputs: readonly [number, number];
   /** Output types; throws an Error whose message says what is wrong. */
   infer(inputs: readonly (InputInfo | null)[], attrs: AttrReader): TensorType[];
+  /**
+   * Reverse-mode rule: gradients of the loss with respect to the inputs, emitted as standard ONNX ops through
+   * `b`. Absent for ops that are not differentiated (integer ops, constants).
+   */
+  grad?(c: GradContext): (Value | null)[];
 }
 
 /** Typed access to a node's attributes with ONNX defaults. */
@@ -67,6 +88,9 @@ export class AttrReader {
 function need(cond: boolean, message: string): asserts cond {
   if (!cond) throw new Error(message);
 }
+
+/** need() for gradient rules: the message names what has no rule. */
+const need2: (cond: boolean, message: string) => asserts cond = need;
 
 function req(x: InputInfo | null, what: string): InputInfo {
   need(x !== null, `missing input ${what}`);
@@ -156,6 +180,41 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       if (b) need(b.shape.length === 1 && sameDim(b.shape[0], m), `bias ${shapeText(b.shape)} must be [${m}]`);
       return [{ dtype: 'float32', shape: [x.shape[0], m, ...spatialWindow(x, kernel, a, false)] }];
     },
+    grad({ b, inputs: [x, w, bias], dOut: [dy], attrs, need }) {
+      need2(attrs.int('group', 1) === 1, 'grouped convolutions have no gradient rule yet');
+      const [m, c, kh, kw] = concrete(w!.shape, 'Conv grad');
+      const [, , h, wd] = concrete(x!.shape, 'Conv grad');
+      const strides = attrs.ints('strides', [1, 1])!;
+      const pads = attrs.ints('pads', [0, 0, 0, 0])!;
+      need2((attrs.ints('dilations', [1, 1]) ?? [1, 1]).every((d) => d === 1), 'dilated convolutions have no gradient rule yet');
+      let dx: Value | null = null;
+      if (need[0]) {
+        if (strides.every((st) => st === 1) && pads[0] <= kh - 1 && pads[1] <= kw - 1 && pads[2] <= kh - 1 && pads[3] <= kw - 1) {
+          // Stride 1: a plain Conv of dY with W flipped spatially and its first two axes swapped (fast NCHWc path).
+          const swapped = b.op1('Transpose', [w!], { perm: [1, 0, 2, 3] }, { name: b.fresh('w_t') });
+          const big = Number.MAX_SAFE_INTEGER;
+          const flipped = b.op1('Slice', [swapped, i64(b, [-1, -1]), i64(b, [-big, -big]), i64(b, [2, 3]), i64(b, [-1, -1])], {}, { name: b.fresh('w_flip') });
+          dx = b.op1('Conv', [dy!, flipped], { kernel_shape: [kh, kw], pads: [kh - 1 - pads[0], kw - 1 - pads[1], kh - 1 - pads[2], kw - 1 - pads[3]] }, { name: b.fresh('dx') });
+        } else {
+          const outPad = [(h + pads[0] + pads[2] - kh) % strides[0], (wd + pads[1] + pads[3] - kw) % strides[1]];
+          dx = b.op1('ConvTranspose', [dy!, w!], { kernel_shape: [kh, kw], strides: [...strides], pads: [...pads], output_padding: outPad }, { name: b.fresh('dx') });
+        }
+      }
+      let dw: Value | null = null;
+      if (need[1]) {
+        // dW[m, c] = sum over n of X[n, c] correlated with dY[n, m] at the forward stride: a Conv over the batch axis.
+        const xt = b.op1('Transpose', [x!], { perm: [1, 0, 2, 3] }, { name: b.fresh('x_t') });
+        const dyt = b.op1('Transpose', [dy!], { perm: [1, 0, 2, 3] }, { name: b.fresh('dy_t') });
+        let z = b.op1('Conv', [xt, dyt], { pads: [...pads], dilations: [...strides] }, { name: b.fresh('dw_conv') });
+        const [, , zh, zw] = concrete(z.shape, 'Conv grad');
+        if (zh !== kh || zw !== kw) z = b.op1('Slice', [z, i64(b, [0, 0]), i64(b, [kh, kw]), i64(b, [2, 3])], {}, { name: b.fresh('dw_crop') });
+        dw = b.op1('Transpose', [z], { perm: [1, 0, 2, 3] }, { name: b.fresh('dw') });
+        void m;
+        void c;
+      }
+      const db = need[2] && bias ? reduceSum(b, dy!, [0, 2, 3], false, 'db') : null;
+      return [dx, dw, db];
+    },
   },
   ConvTranspose: {
     attrs: { ...WINDOW_ATTRS, group: 'int', output_padding: 'ints', output_shape: 'ints' },
@@ -197,24 +256,211 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       const stat = { dtype: 'float32' as DType, shape: [c] };
       return [y, stat, stat];
     },
+    // Inference-form BN, y = (x - mean) / sqrt(var + eps) * scale + B, differentiated in all five inputs. Training
+    // graphs feed it batch statistics computed from x, so autodiff through those completes the training-mode rule.
+    grad({ b, inputs: [x, gamma, , mean, variance], dOut: [dy], attrs, need }) {
+      need2(attrs.int('training_mode', 0) === 0, 'differentiate BatchNormalization in inference form (training graphs compute batch statistics explicitly)');
+      const shape = concrete(x!.shape, 'BatchNormalization grad');
+      const c = shape[1];
+      const perChannel = [1, c, ...shape.slice(2).map(() => 1)];
+      const axes = shape.map((_, i) => i).filter((i) => i !== 1);
+      const inv = op(b, 'Reciprocal', [op(b, 'Sqrt', [op(b, 'Add', [variance!, f32(b, attrs.float('epsilon', 1e-5))])])]);
+      const gInv = op(b, 'Mul', [gamma!, inv]);
+      const dx = need[0] ? op(b, 'Mul', [dy!, reshape(b, gInv, perChannel)]) : null;
+      const sumDy = need[2] || need[3] ? reduceSum(b, dy!, axes, false, 'sum_dy') : null;
+      let sumDyXc: Value | null = null;
+      if (need[1] || need[4]) {
+        const xc = op(b, 'Sub', [x!, reshape(b, mean!, perChannel)]);
+        sumDyXc = reduceSum(b, op(b, 'Mul', [dy!, xc]), axes, false, 'sum_dy_xc');
+      }
+      const dGamma = need[1] ? op(b, 'Mul', [sumDyXc!, inv]) : null;
+      const dMean = need[3] ? op(b, 'Neg', [op(b, 'Mul', [sumDy!, gInv])]) : null;
+      const dVar = need[4] ? op(b, 'Mul', [sumDyXc!, op(b, 'Mul', [gInv, op(b, 'Mul', [op(b, 'Mul', [inv, inv]), f32(b, -0.5)])])]) : null;
+      return [dx, dGamma, need[2] ? sumDy : null, dMean, dVar];
+    },
   },
-  Relu: { attrs: {}, inputs: [1, 1], infer: same },
-  Sigmoid: { attrs: {}, inputs: [1, 1], infer: same },
-  Identity: { attrs: {}, inputs: [1, 1], infer: same },
-  Neg: { attrs: {}, inputs: [1, 1], infer: same },
-  Exp: { attrs: {}, inputs: [1, 1], infer: same },
-  Sqrt: { attrs: {}, inputs: [1, 1], infer: same },
-  Reciprocal: { attrs: {}, inputs: [1, 1], infer: same },
-  Add: { attrs: {}, inputs: [2, 2], infer: elementwise },
-  Sub: { attrs: {}, inputs: [2, 2], infer: elementwise },
-  Mul: { attrs: {}, inputs: [2, 2], infer: elementwise },
-  Div: { attrs: {}, inputs: [2, 2], infer: elementwise },
+  Relu: {
+    attrs: {},
+    inputs: [1, 1],
+    infer: same,
+    // y = max(x, 0) >= 0, so Sign(y) is the 0/1 mask of where x > 0.
+    grad: ({ b, outputs: [y], dOut: [dy] }) => [op(b, 'Mul', [dy!, op(b, 'Sign', [y])])],
+  },
+  Sign: { attrs: {}, inputs: [1, 1], infer: same },
+  Sigmoid: {
+    attrs: {},
+    inputs: [1, 1],
+    infer: same,
+    grad: ({ b, outputs: [y], dOut: [dy] }) => [op(b, 'Mul', [dy!, op(b, 'Mul', [y, op(b, 'Sub', [f32(b, 1), y])])])],
+  },
+  Identity: { attrs: {}, inputs: [1, 1], infer: same, grad: ({ dOut: [dy] }) => [dy] },
+  Neg: { attrs: {}, inputs: [1, 1], infer: same, grad: ({ b, dOut: [dy] }) => [op(b, 'Neg', [dy!])] },
+  Exp: { attrs: {}, inputs: [1, 1], infer: same, grad: ({ b, outputs: [y], dOut: [dy] }) => [op(b, 'Mul', [dy!, y])] },
+  Sqrt: {
+    attrs: {},
+    inputs: [1, 1],
+    infer: same,
+    grad: ({ b, outputs: [y], dOut: [dy] }) => [op(b, 'Div', [op(b, 'Mul', [dy!, f32(b, 0.5)]), y])],
+  },
+  Reciprocal: {
+    attrs: {},
+    inputs: [1, 1],
+    infer: same,
+    grad: ({ b, outputs: [y], dOut: [dy] }) => [op(b, 'Neg', [op(b, 'Mul', [dy!, op(b, 'Mul', [y, y])])])],
+  },
+  Add: {
+    attrs: {},
+    inputs: [2, 2],
+    infer: elementwise,
+    grad: ({ b, inputs: [x, y], dOut: [dz], need }) => [need[0] ? sumTo(b, dz!, x!.shape) : null, need[1] ? sumTo(b, dz!, y!.shape) : null],
+  },
+  Sub: {
+    attrs: {},
+    inputs: [2, 2],
+    infer: elementwise,
+    grad: ({ b, inputs: [x, y], dOut: [dz], need }) => [
+      need[0] ? sumTo(b, dz!, x!.shape) : null,
+      need[1] ? sumTo(b, op(b, 'Neg', [dz!]), y!.shape) : null,
+    ],
+  },
+  Mul: {
+    attrs: {},
+    inputs: [2, 2],
+    infer: elementwise,
+    grad: ({ b, inputs: [x, y], dOut: [dz], need }) => [
+      need[0] ? sumTo(b, op(b, 'Mul', [dz!, y!]), x!.shape) : null,
+      need[1] ? sumTo(b, op(b, 'Mul', [dz!, x!]), y!.shape) : null,
+    ],
+  },
+  Div: {
+    attrs: {},
+    inputs: [2, 2],
+    infer: elementwise,
+    grad: ({ b, inputs: [x, y], outputs: [z], dOut: [dz], need }) => [
+      need[0] ? sumTo(b, op(b, 'Div', [dz!, y!]), x!.shape) : null,
+      need[1] ? sumTo(b, op(b, 'Neg', [op(b, 'Div', [op(b, 'Mul', [dz!, z]), y!])]), y!.shape) : null,
+    ],
+  },
+  ReduceSum: {
+    attrs: { keepdims: 'int', noop_with_empty_axes: 'int' },
+    inputs: [1, 2],
+    infer(inputs, a) {
+      const x = req(inputs[0], 'data');
+      const axes = inputs[1] ? concreteInt64(inputs[1], 'axes').map((ax) => (ax < 0 ? ax + x.shape.length : ax)) : x.shape.map((_, i) => i);
+      const keep = a.int('keepdims', 1) === 1;
+      const shape = keep ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !axes.includes(i));
+      return [{ dtype: x.dtype, shape }];
+    },
+    grad({ b, inputs: [x, axesIn], dOut: [dy], attrs }) {
+      const r = x!.shape.length;
+      const axes = axesIn ? concreteInt64(axesIn, 'axes').map((ax) => (ax < 0 ? ax + r : ax)) : x!.shape.map((_, i) => i);
+      const keptShape = x!.shape.map((d, i) => (axes.includes(i) ? 1 : d));
+      const kept = attrs.int('keepdims', 1) === 1 ? dy! : reshape(b, dy!, concrete(keptShape, 'ReduceSum grad'));
+      return [expand(b, kept, x!.shape), null];
+    },
+  },
+  Expand: {
+    attrs: {},
+    inputs: [2, 2],
+    infer(inputs) {
+      const x = req(inputs[0], 'input');
+      const shape = concreteInt64(inputs[1], 'shape');
+      return [{ dtype: x.dtype, shape: broadcastShapes(x.shape, shape) }];
+    },
+    grad: ({ b, inputs: [x], dOut: [dy] }) => [sumTo(b, dy!, x!.shape), null],
+  },
+  Cast: {
+    attrs: { to: 'int' },
+    inputs: [1, 1],
+    infer(inputs, a) {
+      const x = req(inputs[0], 'input');
+      const to = a.int('to', 1);
+      const dtype = Object.entries(ONNX_DTYPE).find(([, code]) => code === to)?.[0] as DType | undefined;
+      need(dtype !== undefined, `Cast to ONNX type ${to} is not supported`);
+      return [{ dtype, shape: x.shape }];
+    },
+  },
+  Equal: {
+    attrs: {},
+    inputs: [2, 2],
+    infer(inputs) {
+      const [t] = elementwise(inputs);
+      return [{ dtype: 'bool', shape: t.shape }];
+    },
+  },
+  ArgMax: {
+    attrs: { axis: 'int', keepdims: 'int', select_last_index: 'int' },
+    inputs: [1, 1],
+    infer(inputs, a) {
+      const x = req(inputs[0], 'data');
+      const axis = a.int('axis', 0);
+      const ax = axis < 0 ? axis + x.shape.length : axis;
+      const shape = a.int('keepdims', 1) === 1 ? x.shape.map((d, i) => (i === ax ? 1 : d)) : x.shape.filter((_, i) => i !== ax);
+      return [{ dtype: 'int64', shape }];
+    },
+  },
+  OneHot: {
+    attrs: { axis: 'int' },
+    inputs: [3, 3],
+    infer(inputs, a) {
+      const idx = req(inputs[0], 'indices');
+      const depth = concreteInt64(inputs[1], 'depth');
+      const values = req(inputs[2], 'values');
+      need(a.int('axis', -1) === -1, 'only axis -1 is supported');
+      return [{ dtype: values.dtype, shape: [...idx.shape, depth[0]] }];
+    },
+  },
+  ConstantOfShape: {
+    attrs: { value: 'tensor' },
+    inputs: [1, 1],
+    infer(inputs, a) {
+      const shape = concreteInt64(inputs[0], 'input');
+      return [{ dtype: a.tensor('value')?.dtype ?? 'float32', shape }];
+    },
+  },
+  ScatterElements: {
+    attrs: { axis: 'int', reduction: 'string' },
+    inputs: [3, 3],
+    infer(inputs) {
+      const x = req(inputs[0], 'data');
+      return [{ dtype: x.dtype, shape: x.shape }];
+    },
+  },
+  SoftmaxCrossEntropyLoss: {
+    attrs: { reduction: 'string', ignore_index: 'int' },
+    inputs: [2, 3],
+    infer(inputs, a) {
+      const scores = req(inputs[0], 'scores');
+      const labels = req(inputs[1], 'labels');
+      rank(scores, 2, 'scores');
+      need(labels.dtype === 'int64' && labels.shape.length === 1 && sameDim(labels.shape[0], scores.shape[0]), `labels must be int64 [${dimText(scores.shape[0])}], got ${typeText(labels)}`);
+      need(a.string('reduction', 'mean') === 'mean', "only reduction 'mean' is supported");
+      return [{ dtype: 'float32', shape: [] }, { dtype: 'float32', shape: scores.shape }];
+    },
+    // d(mean cross-entropy)/d(scores) = (softmax(scores) - onehot(labels)) / N.
+    grad({ b, inputs: [scores, labels], outputs, dOut: [dLoss] }) {
+      const [n, classes] = concrete(scores!.shape, 'SoftmaxCrossEntropyLoss grad');
+      const logProb = outputs[1];
+      need(logProb !== undefined, 'the gradient needs the log_prob output: build the loss with 2 outputs');
+      const oneHot = b.op1('OneHot', [labels!, i64(b, [classes], 'depth'), b.constant(b.fresh('onehot_values'), floatTensor([2], Float32Array.of(0, 1)))], { axis: -1 }, { name: b.fresh('onehot') });
+      const diff = op(b, 'Sub', [op(b, 'Exp', [logProb]), oneHot]);
+      return [op(b, 'Mul', [diff, op(b, 'Mul', [dLoss!, f32(b, 1 / n)])]), null, null];
+    },
+  },
   Dropout: {
     attrs: { seed: 'int' },
     inputs: [1, 3],
     infer(inputs) {
       const x = req(inputs[0], 'data');
-      return [{ dtype: x.dtype, shape: x.shape }];
+      return [{ dtype: x.dtype, shape: x.shape }, { dtype: 'bool', shape: x.shape }];
+    },
+    // Training mode (third input true) has a second output, the mask; the rule scales by it as the forward did.
+    grad({ b, inputs: [, ratio], outputs, dOut: [dy] }) {
+      const mask = outputs[1];
+      need2(mask !== undefined, 'the gradient of Dropout needs its mask output (build it with 2 outputs in training mode)');
+      const r = ratio?.constant ? (ratio.constant.values() as Float32Array)[0] : 0.5;
+      const maskF = b.op1('Cast', [mask], { to: ONNX_DTYPE.float32 }, { name: b.fresh('mask_f') });
+      return [op(b, 'Mul', [dy!, op(b, 'Mul', [maskF, f32(b, 1 / (1 - r))])]), null, null];
     },
   },
   MaxPool: {
@@ -225,7 +471,25 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       rank(x, 4, 'X');
       const kernel = a.ints('kernel_shape', undefined);
       need(kernel !== undefined, 'kernel_shape is required');
-      return [{ dtype: x.dtype, shape: [x.shape[0], x.shape[1], ...spatialWindow(x, kernel, a, a.int('ceil_mode', 0) === 1)] }];
+      const shape = [x.shape[0], x.shape[1], ...spatialWindow(x, kernel, a, a.int('ceil_mode', 0) === 1)];
+      return [{ dtype: x.dtype, shape }, { dtype: 'int64', shape }];
+    },
+    // Recomputes the pooling with indices, then scatter-adds dY to the argmax positions (windows may overlap).
+    grad({ b, inputs: [x], dOut: [dy], attrs }) {
+      const shape = concrete(x!.shape, 'MaxPool grad');
+      const keep: Record<string, RawAttr> = {};
+      for (const k of ['kernel_shape', 'strides', 'pads', 'dilations'] as const) {
+        const v = attrs.ints(k, undefined);
+        if (v) keep[k] = v;
+      }
+      keep.ceil_mode = attrs.int('ceil_mode', 0);
+      const [, indices] = b.op('MaxPool', [x!], keep, { name: b.fresh('pool_idx'), outputs: 2 });
+      const total = shape.reduce((p, d) => p * d, 1);
+      const zeros = b.op1('ConstantOfShape', [i64(b, [total])], { value: floatTensor([1], Float32Array.of(0)) }, { name: b.fresh('zeros') });
+      const flatIdx = reshape(b, indices, [-1]);
+      const flatDy = reshape(b, dy!, [-1]);
+      const scattered = b.op1('ScatterElements', [zeros, flatIdx, flatDy], { axis: 0, reduction: 'add' }, { name: b.fresh('scatter') });
+      return [reshape(b, scattered, shape)];
     },
   },
   AveragePool: {
@@ -247,6 +511,11 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       need(x.shape.length >= 3, `X must have rank >= 3, got ${typeText(x)}`);
       return [{ dtype: x.dtype, shape: [x.shape[0], x.shape[1], ...x.shape.slice(2).map(() => 1)] }];
     },
+    grad({ b, inputs: [x], dOut: [dy] }) {
+      const shape = concrete(x!.shape, 'GlobalAveragePool grad');
+      const area = shape.slice(2).reduce((p, d) => p * d, 1);
+      return [expand(b, op(b, 'Mul', [dy!, f32(b, 1 / area)]), shape)];
+    },
   },
   Flatten: {
     attrs: { axis: 'int' },
@@ -265,6 +534,7 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       };
       return [{ dtype: x.dtype, shape: [prod(x.shape.slice(0, axis)), prod(x.shape.slice(axis))] }];
     },
+    grad: ({ b, inputs: [x], dOut: [dy] }) => [reshape(b, dy!, concrete(x!.shape, 'Flatten grad'))],
   },
   Reshape: {
     attrs: { allowzero: 'int' },
@@ -283,6 +553,7 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       }
       return [{ dtype: x.dtype, shape: out }];
     },
+    grad: ({ b, inputs: [x], dOut: [dy] }) => [reshape(b, dy!, concrete(x!.shape, 'Reshape grad')), null],
   },
   Transpose: {
     attrs: { perm: 'ints' },
@@ -292,6 +563,12 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       const perm = a.ints('perm', undefined) ?? x.shape.map((_, i) => x.shape.length - 1 - i);
       need(perm.length === x.shape.length, `perm [${perm.join(', ')}] does not match rank ${x.shape.length}`);
       return [{ dtype: x.dtype, shape: perm.map((p) => x.shape[p]) }];
+    },
+    grad({ b, inputs: [x], dOut: [dy], attrs }) {
+      const r = x!.shape.length;
+      const perm = attrs.ints('perm', undefined) ?? x!.shape.map((_, i) => r - 1 - i);
+      const inverse = perm.map((_, i) => perm.indexOf(i));
+      return [b.op1('Transpose', [dy!], { perm: inverse }, { name: b.fresh('transpose') })];
     },
   },
   Gemm: {
@@ -309,6 +586,15 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       if (c) broadcastShapes([m, n], c.shape);
       return [{ dtype: 'float32', shape: [m, n] }];
     },
+    grad({ b, inputs: [x, w, c], dOut: [dy], attrs, need }) {
+      need2(attrs.float('alpha', 1) === 1 && attrs.float('beta', 1) === 1 && attrs.int('transA', 0) === 0, 'Gemm grad supports alpha = beta = 1, transA = 0');
+      const tb = attrs.int('transB', 0) === 1;
+      const dx = need[0] ? b.op1('Gemm', [dy!, w!], { transB: tb ? 0 : 1 }, { name: b.fresh('dx') }) : null;
+      // Y = X W^T: dW = dY^T X; Y = X W: dW = X^T dY.
+      const dw = need[1] ? (tb ? b.op1('Gemm', [dy!, x!], { transA: 1 }, { name: b.fresh('dw') }) : b.op1('Gemm', [x!, dy!], { transA: 1 }, { name: b.fresh('dw') })) : null;
+      const dc = need[2] && c ? sumTo(b, dy!, c.shape) : null;
+      return [dx, dw, dc];
+    },
   },
   MatMul: {
     attrs: {},
@@ -322,6 +608,11 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       need(sameDim(k, k2), `inner dimensions differ: ${shapeText(x.shape)} x ${shapeText(y.shape)}`);
       const batch = broadcastShapes(x.shape.slice(0, -2), y.shape.slice(0, -2));
       return [{ dtype: x.dtype, shape: [...batch, x.shape[x.shape.length - 2], y.shape[y.shape.length - 1]] }];
+    },
+    grad({ b, inputs: [x, y], dOut: [dz], need }) {
+      need2(x!.shape.length === 2 && y!.shape.length === 2, 'MatMul grad supports 2-d operands');
+      const t = (v: Value): Value => b.op1('Transpose', [v], { perm: [1, 0] }, { name: b.fresh('t') });
+      return [need[0] ? op(b, 'MatMul', [dz!, t(y!)]) : null, need[1] ? op(b, 'MatMul', [t(x!), dz!]) : null];
     },
   },
   Pad: {
@@ -338,6 +629,16 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       });
       return [{ dtype: x.dtype, shape }];
     },
+    grad({ b, inputs: [x, padsIn], dOut: [dy], attrs }) {
+      need2(attrs.string('mode', 'constant') === 'constant', 'only constant padding has a gradient rule');
+      const shape = concrete(x!.shape, 'Pad grad');
+      const pads = concreteInt64(padsIn!, 'pads');
+      need2(pads.every((p) => p >= 0), 'negative pads have no gradient rule');
+      const axes = shape.map((_, i) => i);
+      const starts = axes.map((i) => pads[i]);
+      const ends = axes.map((i) => pads[i] + shape[i]);
+      return [b.op1('Slice', [dy!, i64(b, starts), i64(b, ends), i64(b, axes)], {}, { name: b.fresh('unpad') }), null, null];
+    },
   },
   Slice: {
     attrs: {},
@@ -353,14 +654,52 @@ export const OPS: Readonly<Record<string, OpDef>> = {
         const axis = axisRaw < 0 ? axisRaw + x.shape.length : axisRaw;
         need(axis >= 0 && axis < x.shape.length, `axis ${axisRaw} out of range for ${typeText(x)}`);
         const step = steps[i];
-        need(step > 0, 'only positive steps are supported');
+        need(step !== 0, 'steps must not be 0');
+        // ONNX clamps starts/ends to [0, d] for positive steps and to [-1, d-1] for negative ones.
         const len = (d: number): number => {
-          const clamp = (v: number): number => Math.min(Math.max(v < 0 ? v + d : v, 0), d);
+          const [lo, hi] = step > 0 ? [0, d] : [-1, d - 1];
+          const clamp = (v: number): number => Math.min(Math.max(v < 0 ? v + d : v, lo), hi);
           return Math.max(0, Math.ceil((clamp(ends[i]) - clamp(starts[i])) / step));
         };
         shape[axis] = mapDim(x.shape[axis], len, (t) => `slice(${t},${starts[i]},${ends[i]},${step})`);
       });
       return [{ dtype: x.dtype, shape }];
+    },
+    // Puts dY back where the slice took it from: zeros interleaved for steps > 1, then zero padding around.
+    grad({ b, inputs: [x, startsIn, endsIn, axesIn, stepsIn], dOut: [dy] }) {
+      const shape = concrete(x!.shape, 'Slice grad');
+      const starts = concreteInt64(startsIn!, 'starts');
+      const ends = concreteInt64(endsIn!, 'ends');
+      const axes = axesIn ? concreteInt64(axesIn, 'axes') : starts.map((_, i) => i);
+      const steps = stepsIn ? concreteInt64(stepsIn, 'steps') : starts.map(() => 1);
+      let g = dy!;
+      axes.forEach((axisRaw, k) => {
+        const axis = axisRaw < 0 ? axisRaw + shape.length : axisRaw;
+        const d = shape[axis];
+        const clamp = (v: number): number => Math.min(Math.max(v < 0 ? v + d : v, 0), d);
+        const start = clamp(starts[k]);
+        const step = steps[k];
+        need2(step > 0, 'Slice grad supports positive steps');
+        const gShape = concrete(g.shape, 'Slice grad');
+        const len = gShape[axis];
+        if (step > 1) {
+          const split = [...gShape.slice(0, axis + 1), 1, ...gShape.slice(axis + 1)];
+          const padSpec = split.map(() => 0).concat(split.map((_, i) => (i === axis + 1 ? step - 1 : 0)));
+          const padded = b.op1('Pad', [reshape(b, g, split), i64(b, padSpec)], { mode: 'constant' }, { name: b.fresh('interleave') });
+          g = reshape(b, padded, gShape.map((v, i) => (i === axis ? v * step : v)));
+        }
+        const spread = len * step;
+        const after = d - start - spread;
+        const cur = concrete(g.shape, 'Slice grad');
+        if (after < 0) {
+          g = b.op1('Slice', [g, i64(b, [0]), i64(b, [spread + after]), i64(b, [axis])], {}, { name: b.fresh('trim') });
+        }
+        const padSpec = cur.map(() => 0).concat(cur.map(() => 0));
+        padSpec[axis] = start;
+        padSpec[axis + cur.length] = Math.max(after, 0);
+        if (start > 0 || after > 0) g = b.op1('Pad', [g, i64(b, padSpec)], { mode: 'constant' }, { name: b.fresh('unslice') });
+      });
+      return [g, null, null, null, null];
     },
   },
   Concat: {
@@ -385,16 +724,37 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       shape[ax] = total;
       return [{ dtype: xs[0].dtype, shape }];
     },
+    grad({ b, inputs, dOut: [dy], attrs, need }) {
+      const r = inputs[0]!.shape.length;
+      const axis = ((attrs.int('axis', 0) % r) + r) % r;
+      let offset = 0;
+      return inputs.map((x, i) => {
+        const len = x!.shape[axis] as number;
+        const g = need[i] ? b.op1('Slice', [dy!, i64(b, [offset]), i64(b, [offset + len]), i64(b, [axis])], {}, { name: b.fresh('split') }) : null;
+        offset += len;
+        return g;
+      });
+    },
   },
   Softmax: {
     attrs: { axis: 'int' },
     inputs: [1, 1],
     infer: same,
+    grad({ b, outputs: [y], dOut: [dy], attrs }) {
+      const axis = attrs.int('axis', -1);
+      const dot = b.op1('ReduceSum', [op(b, 'Mul', [dy!, y]), i64(b, [axis])], { keepdims: 1 }, { name: b.fresh('dot') });
+      return [op(b, 'Mul', [y, op(b, 'Sub', [dy!, dot])])];
+    },
   },
   LogSoftmax: {
     attrs: { axis: 'int' },
     inputs: [1, 1],
     infer: same,
+    grad({ b, outputs: [y], dOut: [dy], attrs }) {
+      const axis = attrs.int('axis', -1);
+      const total = b.op1('ReduceSum', [dy!, i64(b, [axis])], { keepdims: 1 }, { name: b.fresh('total') });
+      return [op(b, 'Sub', [dy!, op(b, 'Mul', [op(b, 'Exp', [y]), total])])];
+    },
   },
   Constant: {
     attrs: { value: 'tensor' },

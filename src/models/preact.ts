@@ -103,7 +103,9 @@ function combine(b: GraphBuilder, s: Value, f: Value, shortcutIn: Value, cfg: Re
     case 'dropout': {
       // Dropout (inverted, as in Torch and PyTorch) is the identity at inference.
       const ratio = b.constant('dropout_ratio', { dtype: 'float32', dims: [], values: () => Float32Array.of(sc.dropout) });
-      const dropped = b.op1('Dropout', [s, ratio], {}, { name: 'dropout' });
+      const inputs = b.training ? [s, ratio, b.constant('dropout_training', { dtype: 'bool', dims: [], values: () => Uint8Array.of(1) })] : [s, ratio];
+      // In training the mask is a second output, which the gradient rule reuses.
+      const [dropped] = b.op('Dropout', inputs, {}, { name: 'dropout', outputs: b.training ? 2 : 1 });
       return b.op1('Add', [dropped, f], {}, { name: 'add' });
     }
   }
