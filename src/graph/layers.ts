@@ -48,8 +48,8 @@ export const BN_MOMENTUM = 0.1;
 /**
  * Training-mode BN as PyTorch defines it: normalise with the batch mean and biased variance; update the running
  * mean, and the running variance with the unbiased batch variance, at momentum 0.1. The normalisation itself is
- * the inference-form BatchNormalization op fed with batch statistics, so its gradient rule plus the rules of
- * the statistics' ops give the full training-mode gradient.
+ * the inference-form BatchNormalization op fed with batch statistics, marked so that its gradient rule applies
+ * the closed-form training-mode backward (more exact and cheaper than differentiating through the statistics).
  */
 function batchNormTraining(b: GraphBuilder, x: Value, gamma: Value, beta: Value, runMean: Value, runVar: Value): Value {
   const shape = x.shape.map((d) => {
@@ -67,7 +67,7 @@ function batchNormTraining(b: GraphBuilder, x: Value, gamma: Value, beta: Value,
   const var4 = b.op1('Mul', [b.op1('ReduceSum', [sq, axesV], { keepdims: 1 }, { name: 'sum_sq' }), scalar(b, 'inv_n2', 1 / n)], {}, { name: 'var4' });
   const mean = b.op1('Reshape', [mean4, perC], {}, { name: 'batch_mean' });
   const variance = b.op1('Reshape', [var4, perC], {}, { name: 'batch_var' });
-  const y = b.op1('BatchNormalization', [x, gamma, beta, mean, variance], { epsilon: BN_EPSILON }, { name: 'normalise' });
+  const y = b.op1('BatchNormalization', [x, gamma, beta, mean, variance], { epsilon: BN_EPSILON }, { name: 'normalise', gradHint: 'batch-statistics' });
   const keep = scalar(b, 'keep', 1 - BN_MOMENTUM);
   const newMean = b.op1('Add', [b.op1('Mul', [runMean, keep], {}, { name: 'mean_decay' }), b.op1('Mul', [mean, scalar(b, 'm', BN_MOMENTUM)], {}, { name: 'mean_step' })], {}, { name: 'running_mean_next' });
   const unbiased = n > 1 ? n / (n - 1) : 1;

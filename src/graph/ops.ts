@@ -44,6 +44,8 @@ export interface GradContext {
   readonly attrs: AttrReader;
   /** Whether the gradient of each input is wanted; a rule may return null for the others. */
   readonly need: readonly boolean[];
+  /** The node's gradHint (see Node in graph.ts). */
+  readonly hint?: 'batch-statistics';
 }
 
 export interface OpDef {
@@ -91,6 +93,39 @@ function need(cond: boolean, message: string): asserts cond {
 
 /** need() for gradient rules: the message names what has no rule. */
 const need2: (cond: boolean, message: string) => asserts cond = need;
+
+/**
+ * Training-mode BN backward (batch statistics), with xc = x - mean, inv = 1/sqrt(var + eps), n = N*H*W:
+ *   dbeta = sum(dy), dgamma = inv * sum(dy * xc),
+ *   dx = gamma*inv * (dy - dbeta/n - xc * inv^2 * sum(dy*xc)/n).
+ * The per-channel affine maps are run as inference-form BatchNormalization (mean 0, variance 1 - eps): one
+ * fused kernel each instead of a broadcast Mul and Add.
+ */
+function batchNormTrainingGrad(b: GraphBuilder, x: Value, gamma: Value, mean: Value, variance: Value, dy: Value, eps: number, need: readonly boolean[]): (Value | null)[] {
+  const shape = concrete(x.shape, 'BatchNormalization grad');
+  const c = shape[1];
+  const n = shape.reduce((p, d, i) => (i === 1 ? p : p * d), 1);
+  const perChannel = [1, c, ...shape.slice(2).map(() => 1)];
+  const axes = shape.map((_, i) => i).filter((i) => i !== 1);
+  const inv = op(b, 'Reciprocal', [op(b, 'Sqrt', [op(b, 'Add', [variance, f32(b, eps)])])]);
+  const gInv = op(b, 'Mul', [gamma, inv]);
+  const xc = op(b, 'Sub', [x, reshape(b, mean, perChannel)]);
+  const sumDy = reduceSum(b, dy, axes, false, 'sum_dy');
+  const sumDyXc = reduceSum(b, op(b, 'Mul', [dy, xc]), axes, false, 'sum_dy_xc');
+  let dx: Value | null = null;
+  if (need[0]) {
+    const affine = (v: Value, scale: Value, bias: Value): Value => {
+      const zero = b.constant(b.fresh('zero_mean'), floatTensor([c], new Float32Array(c)));
+      const one = b.constant(b.fresh('unit_var'), floatTensor([c], new Float32Array(c).fill(1 - eps)));
+      return b.op1('BatchNormalization', [v, scale, bias, zero, one], { epsilon: eps }, { name: b.fresh('affine') });
+    };
+    const scaleXc = op(b, 'Mul', [gInv, op(b, 'Mul', [op(b, 'Mul', [inv, inv]), op(b, 'Mul', [sumDyXc, f32(b, -1 / n)])])]);
+    const shift = op(b, 'Mul', [gInv, op(b, 'Mul', [sumDy, f32(b, -1 / n)])]);
+    const noBias = b.constant(b.fresh('no_bias'), floatTensor([c], new Float32Array(c)));
+    dx = op(b, 'Add', [affine(dy, gInv, noBias), affine(xc, scaleXc, shift)]);
+  }
+  return [dx, need[1] ? op(b, 'Mul', [sumDyXc, inv]) : null, need[2] ? sumDy : null, null, null];
+}
 
 function req(x: InputInfo | null, what: string): InputInfo {
   need(x !== null, `missing input ${what}`);
@@ -256,10 +291,11 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       const stat = { dtype: 'float32' as DType, shape: [c] };
       return [y, stat, stat];
     },
-    // Inference-form BN, y = (x - mean) / sqrt(var + eps) * scale + B, differentiated in all five inputs. Training
-    // graphs feed it batch statistics computed from x, so autodiff through those completes the training-mode rule.
-    grad({ b, inputs: [x, gamma, , mean, variance], dOut: [dy], attrs, need }) {
+    // Inference-form BN, y = (x - mean) / sqrt(var + eps) * scale + B, differentiated in all five inputs; or, for
+    // a node fed with its own input's batch statistics (hint 'batch-statistics'), training-mode BN in closed form.
+    grad({ b, inputs: [x, gamma, , mean, variance], dOut: [dy], attrs, need, hint }) {
       need2(attrs.int('training_mode', 0) === 0, 'differentiate BatchNormalization in inference form (training graphs compute batch statistics explicitly)');
+      if (hint === 'batch-statistics') return batchNormTrainingGrad(b, x!, gamma!, mean!, variance!, dy!, attrs.float('epsilon', 1e-5), need);
       const shape = concrete(x!.shape, 'BatchNormalization grad');
       const c = shape[1];
       const perChannel = [1, c, ...shape.slice(2).map(() => 1)];

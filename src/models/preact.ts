@@ -5,7 +5,7 @@ import { GraphBuilder, type Value } from '../graph/builder.js';
 import type { Graph } from '../graph/graph.js';
 import { batchNorm, classifier, conv, relu, scalar, subsampleAndPad } from '../graph/layers.js';
 import { type Shape, sym } from '../graph/types.js';
-import type { Activation, ResNetConfig } from './config.js';
+import { type Activation, DEFAULT_LAYOUT, type ResNetConfig } from './config.js';
 
 export interface BuildOptions {
   seed?: number;
@@ -49,13 +49,14 @@ function preactivate(b: GraphBuilder, x: Value, activation: Activation): Value {
  */
 function residual(b: GraphBuilder, x: Value, cfg: ResNetConfig, convs: ConvSpec[], preactivated: boolean): Value {
   let h = x;
+  const bias = (cfg.layout ?? DEFAULT_LAYOUT).convBias;
   convs.forEach((c, idx) => {
     const i = idx + 1;
     const last = i === convs.length;
     switch (cfg.activation) {
       case 'full-preact':
         if (i > 1 || !preactivated) h = relu(b, batchNorm(b, h, `bn${i}`), `relu${i}`);
-        h = conv(b, h, `conv${i}`, c);
+        h = conv(b, h, `conv${i}`, { ...c, bias });
         break;
       case 'relu-only-preact':
         if (i > 1 || !preactivated) h = relu(b, h, `relu${i}`);
@@ -123,23 +124,27 @@ interface UnitPlan {
 }
 
 function unit(b: GraphBuilder, x: Value, cfg: ResNetConfig, p: UnitPlan): Value {
+  const layout = cfg.layout ?? DEFAULT_LAYOUT;
   const preact = PREACT.includes(cfg.activation);
   const convs = branchConvs(cfg, p.width, p.stride);
   let branchIn = x;
   let shortcutIn = x;
   let preactivated = false;
-  if (preact && p.first) {
+  // fb.resnet.torch's ResNet-200 ('branch') pre-activates inside every branch and projects the raw input.
+  if (preact && p.first && layout.firstPreact === 'split') {
     if (!p.stemPreactivated) branchIn = shortcutIn = preactivate(b, x, cfg.activation);
     preactivated = true;
   }
   const f = residual(b, branchIn, cfg, convs, preactivated);
-  const reshapes = p.stride !== 1 || p.inC !== p.outC;
+  const reshapes = p.stride !== 1 || p.inC !== p.outC || (p.first && layout.projectFirstUnit);
   let y: Value;
   if (reshapes) {
-    const s =
-      cfg.projection === 'A'
-        ? subsampleAndPad(b, shortcutIn, 'shortcut', p.stride, p.outC)
-        : conv(b, shortcutIn, 'shortcut', { out: p.outC, kernel: 1, stride: p.stride, pad: 0 });
+    let s: Value;
+    if (cfg.projection === 'A') s = subsampleAndPad(b, shortcutIn, 'shortcut', p.stride, p.outC);
+    else {
+      s = conv(b, shortcutIn, 'shortcut', { out: p.outC, kernel: 1, stride: p.stride, pad: 0, bias: layout.convBias });
+      if (layout.projectionNorm) s = batchNorm(b, s, 'shortcut_bn');
+    }
     y = b.op1('Add', [s, f], {}, { name: 'add' });
   } else {
     const s = cfg.shortcut.kind === 'conv1x1' ? conv(b, shortcutIn, 'shortcut', { out: p.outC, kernel: 1, stride: 1, pad: 0 }) : shortcutIn;
@@ -155,14 +160,27 @@ function unit(b: GraphBuilder, x: Value, cfg: ResNetConfig, p: UnitPlan): Value 
 export function buildResNet(cfg: ResNetConfig, opts: BuildOptions = {}): Graph {
   const b = new GraphBuilder(graphName(cfg), opts.seed ?? 0);
   const shape = opts.inputShape ?? [sym('N'), cfg.inChannels, sym('H'), sym('W')];
-  let x = b.input('input', 'float32', shape);
+  const logits = resnetForward(b, cfg, b.input('input', 'float32', shape));
+  const out = b.output(logits, 'logits');
+  if (opts.probabilities) b.output(b.op1('Softmax', [out], { axis: 1 }, { name: 'softmax', outputName: 'probabilities' }));
+  return b.build();
+}
+
+/**
+ * The network from input image to logits, added to `b`. In a training-mode builder, parameters become graph
+ * inputs and BN uses batch statistics (src/export/training.ts builds the training step around this).
+ */
+export function resnetForward(b: GraphBuilder, cfg: ResNetConfig, input: Value): Value {
+  let x = input;
   const preact = PREACT.includes(cfg.activation);
+  const layout = cfg.layout ?? DEFAULT_LAYOUT;
 
   let channels: number;
   x = b.scope('stem', () => {
     if (cfg.family === 'imagenet') {
-      let h = conv(b, x, 'conv', { out: 64, kernel: 7, stride: 2, pad: 3 });
-      h = relu(b, batchNorm(b, h, 'bn'), 'relu');
+      let h = conv(b, x, 'conv', { out: 64, kernel: 7, stride: 2, pad: 3, bias: layout.convBias });
+      // timm's ResNetV2 has no stem BN: its max pool reads the raw conv output.
+      if (layout.stemNorm) h = relu(b, batchNorm(b, h, 'bn'), 'relu');
       return b.op1('MaxPool', [h], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }, { name: 'pool' });
     }
     const h = conv(b, x, 'conv', { out: 16, kernel: 3, stride: 1, pad: 1 });
@@ -181,21 +199,18 @@ export function buildResNet(cfg: ResNetConfig, opts: BuildOptions = {}): Graph {
         outC,
         stride: first ? stage.stride : 1,
         first,
-        stemPreactivated: first && si === 0 && cfg.family === 'imagenet',
+        stemPreactivated: first && si === 0 && cfg.family === 'imagenet' && layout.stemNorm,
       };
       x = b.scope(`stage${si + 1}`, () => b.scope(`unit${u + 1}`, () => unit(b, x, cfg, plan)));
       channels = outC;
     }
   });
 
-  const logits = b.scope('head', () => {
+  return b.scope('head', () => {
     let h = x;
     if (preact) h = relu(b, batchNorm(b, h, 'bn'), 'relu');
     return classifier(b, h, cfg.classes);
   });
-  const out = b.output(logits, 'logits');
-  if (opts.probabilities) b.output(b.op1('Softmax', [out], { axis: 1 }, { name: 'softmax', outputName: 'probabilities' }));
-  return b.build();
 }
 
 export function graphName(cfg: ResNetConfig): string {

@@ -1,0 +1,106 @@
+// The training-step graph: forward, loss, backward and an SGD update in standard ONNX ops, run by a plain
+// onnxruntime InferenceSession (onnxruntime's training API does not exist for Node; see FINDINGS).
+//
+// Naming convention (the contract a training loop relies on):
+//   inputs   `input` float32 [B, C, S, S], `labels` int64 [B], `lr` float32 scalar, and every state tensor:
+//            parameters and BN running statistics under their inference names (`stage1.unit1.conv1.weight`,
+//            `stage1.unit1.bn1.running_mean`), momentum buffers as `<parameter>#momentum`;
+//   outputs  `loss` (mean cross-entropy), `correct` (number of top-1 hits in the batch, float32), and for every
+//            state input X its next value `X#next`. A loop feeds each `X#next` back as `X`.
+
+import { gradients } from '../graph/autodiff.js';
+import { GraphBuilder, type Value } from '../graph/builder.js';
+import type { Graph, Initializer } from '../graph/graph.js';
+import { floatTensor } from '../graph/types.js';
+import { ONNX_DTYPE } from '../graph/types.js';
+import type { ResNetConfig } from '../models/config.js';
+import { graphName, resnetForward } from '../models/preact.js';
+
+export const MOMENTUM_SUFFIX = '#momentum';
+export const NEXT_SUFFIX = '#next';
+
+export interface SgdOptions {
+  /** mu (paper: 0.9). */
+  momentum: number;
+  /** Weight decay (paper: 1e-4), added to the gradient as in PyTorch: g + wd * w. */
+  weightDecay: number;
+  nesterov: boolean;
+  /**
+   * Which tensors get weight decay: 'all' learned tensors (as `torch.optim.SGD(model.parameters())` and the
+   * authors' Torch code do), or only conv and FC 'weights' (not BN affine parameters or biases).
+   */
+  decayOn: 'all' | 'weights';
+}
+
+export const DEFAULT_SGD: SgdOptions = { momentum: 0.9, weightDecay: 1e-4, nesterov: false, decayOn: 'all' };
+
+export interface TrainingGraphOptions {
+  batch: number;
+  /** Input height = width (32 for CIFAR, 224 for ImageNet training crops, 28 for MNIST-style data). */
+  size: number;
+  seed?: number;
+  sgd?: Partial<SgdOptions>;
+}
+
+export interface TrainingGraph {
+  graph: Graph;
+  /** All state tensors (parameters, momentum buffers, running statistics) with their initial values. */
+  state: readonly Initializer[];
+  sgd: SgdOptions;
+}
+
+export function buildTrainingStep(cfg: ResNetConfig, o: TrainingGraphOptions): TrainingGraph {
+  const sgd = { ...DEFAULT_SGD, ...o.sgd };
+  if (!(sgd.momentum >= 0 && sgd.momentum < 1)) throw new Error(`momentum must be in [0, 1), got ${sgd.momentum}`);
+  if (!(sgd.weightDecay >= 0)) throw new Error(`weight decay must be >= 0, got ${sgd.weightDecay}`);
+  const b = new GraphBuilder(`${graphName(cfg)}_train_step`, o.seed ?? 0, 'training');
+  const x = b.input('input', 'float32', [o.batch, cfg.inChannels, o.size, o.size]);
+  const labels = b.input('labels', 'int64', [o.batch]);
+  const lr = b.input('lr', 'float32', []);
+  const logits = resnetForward(b, cfg, x);
+
+  const [loss] = b.scope('loss', () => b.op('SoftmaxCrossEntropyLoss', [logits, labels], { reduction: 'mean' }, { name: 'cross_entropy', outputs: 2 }));
+  const correct = b.scope('metrics', () => {
+    const predicted = b.op1('ArgMax', [logits], { axis: 1, keepdims: 0 }, { name: 'argmax' });
+    const hit = b.op1('Cast', [b.op1('Equal', [predicted, labels], {}, { name: 'equal' })], { to: ONNX_DTYPE.float32 }, { name: 'hit' });
+    return b.op1('ReduceSum', [hit], { keepdims: 0 }, { name: 'correct' });
+  });
+
+  const params = b.stateList.filter((s) => s.role === 'param');
+  const grads = gradients(
+    b,
+    loss,
+    params.map((p) => b.value(p.name)),
+  );
+
+  const momentumState: Initializer[] = [];
+  const updates: [string, Value][] = [];
+  b.scope('sgd', () => {
+    const mu = b.constant('momentum', floatTensor([], Float32Array.of(sgd.momentum)));
+    const wd = b.constant('weight_decay', floatTensor([], Float32Array.of(sgd.weightDecay)));
+    params.forEach((p, i) => {
+      const w = b.value(p.name);
+      const decays = sgd.weightDecay > 0 && (sgd.decayOn === 'all' || p.decay);
+      b.scope(p.name, () => {
+        let g = grads[i];
+        if (decays) g = b.op1('Add', [g, b.op1('Mul', [w, wd], {}, { name: 'decay' })], {}, { name: 'g' });
+        const vName = `${p.name}${MOMENTUM_SUFFIX}`;
+        const zeros = floatTensor(p.data.dims, () => new Float32Array(p.data.dims.reduce((a, d) => a * d, 1)));
+        momentumState.push({ name: vName, role: 'buffer', decay: false, data: zeros });
+        const v = b.input(vName, 'float32', p.data.dims);
+        const vNext = b.op1('Add', [b.op1('Mul', [v, mu], {}, { name: 'v_decay' }), g], {}, { name: 'v' });
+        const step = sgd.nesterov ? b.op1('Add', [g, b.op1('Mul', [vNext, mu], {}, { name: 'lookahead' })], {}, { name: 'step' }) : vNext;
+        const wNext = b.op1('Sub', [w, b.op1('Mul', [step, lr], {}, { name: 'lr_step' })], {}, { name: 'w' });
+        updates.push([p.name, wNext], [vName, vNext]);
+      });
+    });
+  });
+
+  b.output(loss, 'loss');
+  b.output(correct, 'correct');
+  for (const [name, next] of updates) b.output(next, `${name}${NEXT_SUFFIX}`);
+  for (const [name, next] of b.stateUpdates) b.output(next, `${name}${NEXT_SUFFIX}`);
+  const graph = b.build();
+  const state = [...(graph.state ?? []), ...momentumState];
+  return { graph: { ...graph, state }, state, sgd };
+}
