@@ -2,7 +2,7 @@
 
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { ACTIVATIONS, type ModelRequest, type ResNetConfig, SHORTCUTS, resolveConfig } from '../models/config.js';
+import { ACTIVATIONS, DATASETS, type ModelRequest, type ResNetConfig, SHORTCUTS, resolveConfig } from '../models/config.js';
 
 export function intArg(name: string, min = 1): (v: string) => number {
   return (v) => {
@@ -30,7 +30,7 @@ export function listArg(v: string): number[] {
 export function modelOptions(cmd: Command): Command {
   return cmd
     .option('-d, --depth <n>', 'network depth; picks the family when only one has it', intArg('--depth'))
-    .addOption(new Option('--dataset <name>', 'dataset the net is for (sets family, classes, preprocessing)').choices(['cifar10', 'cifar100', 'imagenet']))
+    .addOption(new Option('--dataset <name>', 'dataset the net is for (sets family, classes, channels, preprocessing)').choices([...DATASETS]))
     .option('--classes <n>', 'number of classes (default: the dataset\'s)', intArg('--classes', 2))
     .addOption(new Option('--unit <kind>', 'unit type: basic, bottleneck, or single (ResNet-110 1-layer)').choices(['basic', 'bottleneck', 'single']))
     .option('--stages <list>', 'custom units per stage instead of --depth, e.g. 3,4,6,3 (ImageNet) or 18 (CIFAR)', listArg)
@@ -90,7 +90,7 @@ export class CliError extends Error {
 }
 
 /** Error classes that mean the user's request or input was wrong (exit 2) rather than a failure (exit 1). */
-export const USER_ERRORS = ['ConfigError', 'CheckpointError', 'GraphError'];
+export const USER_ERRORS = ['ConfigError', 'CheckpointError', 'GraphError', 'DatasetError'];
 
 /** A progress bar on stderr when it is a terminal; silent otherwise. */
 export function progressBar(enabled: boolean): { update: (done: number, total: number) => void; stop: () => void } {

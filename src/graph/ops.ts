@@ -127,6 +127,44 @@ function batchNormTrainingGrad(b: GraphBuilder, x: Value, gamma: Value, mean: Va
   return [dx, need[1] ? op(b, 'Mul', [sumDyXc, inv]) : null, need[2] ? sumDy : null, null, null];
 }
 
+/**
+ * dW of a Conv, dW[m, c, i, j] = sum over n, h, w of dY[n, m, h, w] * Xpad[n, c, s*h + i, s*w + j].
+ * Small kernels: im2col by hand, X once to NHWC and padded, then per kernel offset one strided Slice viewed as
+ * [N*H'*W', C] and one MatMul with dY^T [M, N*H'*W'] (about 2x faster here than the Conv formulation, which
+ * onnxruntime runs as a conv with an H'xW' kernel). Large kernels (the 7x7 stem): a Conv over the batch axis.
+ */
+function convWeightGrad(b: GraphBuilder, x: Value, dy: Value, kernel: number[], strides: readonly number[], pads: readonly number[]): Value {
+  const [n, c, , ] = concrete(x.shape, 'Conv grad');
+  const [, m, ho, wo] = concrete(dy.shape, 'Conv grad');
+  const [kh, kw] = kernel;
+  const t = (v: Value, perm: number[], name: string): Value => b.op1('Transpose', [v], { perm }, { name: b.fresh(name) });
+  if (kh * kw > 9) {
+    let z = b.op1('Conv', [t(x, [1, 0, 2, 3], 'x_t'), t(dy, [1, 0, 2, 3], 'dy_t')], { pads: [...pads], dilations: [...strides] }, { name: b.fresh('dw_conv') });
+    const [, , zh, zw] = concrete(z.shape, 'Conv grad');
+    if (zh !== kh || zw !== kw) z = b.op1('Slice', [z, i64(b, [0, 0]), i64(b, [kh, kw]), i64(b, [2, 3])], {}, { name: b.fresh('dw_crop') });
+    return t(z, [1, 0, 2, 3], 'dw');
+  }
+  const rows = n * ho * wo;
+  const dyT = reshape(b, t(dy, [1, 0, 2, 3], 'dy_t'), [m, rows], 'dy_rows');
+  let xn = t(x, [0, 2, 3, 1], 'x_nhwc');
+  if (pads.some((p) => p !== 0)) xn = b.op1('Pad', [xn, i64(b, [0, pads[0], pads[1], 0, 0, pads[2], pads[3], 0])], { mode: 'constant' }, { name: b.fresh('x_pad') });
+  const parts: Value[] = [];
+  for (let i = 0; i < kh; i++) {
+    for (let j = 0; j < kw; j++) {
+      const shifted = b.op1(
+        'Slice',
+        [xn, i64(b, [i, j]), i64(b, [i + strides[0] * (ho - 1) + 1, j + strides[1] * (wo - 1) + 1]), i64(b, [1, 2]), i64(b, [strides[0], strides[1]])],
+        {},
+        { name: b.fresh('x_shift') },
+      );
+      const product = op(b, 'MatMul', [dyT, reshape(b, shifted, [rows, c], 'x_rows')]);
+      parts.push(kh * kw === 1 ? product : reshape(b, product, [m, c, 1], 'tap'));
+    }
+  }
+  const stacked = parts.length === 1 ? parts[0] : b.op1('Concat', parts, { axis: 2 }, { name: b.fresh('taps') });
+  return reshape(b, stacked, [m, c, kh, kw], 'dw');
+}
+
 function req(x: InputInfo | null, what: string): InputInfo {
   need(x !== null, `missing input ${what}`);
   return x;
@@ -235,18 +273,9 @@ export const OPS: Readonly<Record<string, OpDef>> = {
           dx = b.op1('ConvTranspose', [dy!, w!], { kernel_shape: [kh, kw], strides: [...strides], pads: [...pads], output_padding: outPad }, { name: b.fresh('dx') });
         }
       }
-      let dw: Value | null = null;
-      if (need[1]) {
-        // dW[m, c] = sum over n of X[n, c] correlated with dY[n, m] at the forward stride: a Conv over the batch axis.
-        const xt = b.op1('Transpose', [x!], { perm: [1, 0, 2, 3] }, { name: b.fresh('x_t') });
-        const dyt = b.op1('Transpose', [dy!], { perm: [1, 0, 2, 3] }, { name: b.fresh('dy_t') });
-        let z = b.op1('Conv', [xt, dyt], { pads: [...pads], dilations: [...strides] }, { name: b.fresh('dw_conv') });
-        const [, , zh, zw] = concrete(z.shape, 'Conv grad');
-        if (zh !== kh || zw !== kw) z = b.op1('Slice', [z, i64(b, [0, 0]), i64(b, [kh, kw]), i64(b, [2, 3])], {}, { name: b.fresh('dw_crop') });
-        dw = b.op1('Transpose', [z], { perm: [1, 0, 2, 3] }, { name: b.fresh('dw') });
-        void m;
-        void c;
-      }
+      const dw = need[1] ? convWeightGrad(b, x!, dy!, [kh, kw], strides, pads) : null;
+      void m;
+      void c;
       const db = need[2] && bias ? reduceSum(b, dy!, [0, 2, 3], false, 'db') : null;
       return [dx, dw, db];
     },

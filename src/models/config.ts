@@ -2,7 +2,9 @@
 // user's choice into one resolved ResNetConfig.
 
 export type Family = 'cifar' | 'imagenet';
-export type Dataset = 'cifar10' | 'cifar100' | 'imagenet';
+/** The dataset a net is built for. MNIST-style (28x28 grey) data use the CIFAR family's 3-stage nets. */
+export type Dataset = 'cifar10' | 'cifar100' | 'imagenet' | 'fashion-mnist' | 'mnist';
+export const DATASETS: readonly Dataset[] = ['cifar10', 'cifar100', 'imagenet', 'fashion-mnist', 'mnist'];
 export type UnitKind = 'basic' | 'bottleneck' | 'single';
 
 /** Fig. 4 / Table 2: where BN and ReLU sit relative to the addition. */
@@ -49,7 +51,44 @@ export interface ResNetConfig {
   projection: 'A' | 'B';
   /** Which conv of a downsampling bottleneck carries the stride: '1x1' (authors' CIFAR code) or '3x3'. */
   strideOn: '1x1' | '3x3';
+  /** How a network imported from published weights differs from the SPEC's; absent for the clean family. */
+  layout?: Layout;
 }
+
+/**
+ * Structural quirks of published pre-activation ResNets (SPEC, "Public pre-activation ImageNet weights").
+ * The defaults (DEFAULT_LAYOUT) are the SPEC's network; a config without `layout` uses them.
+ */
+export interface Layout {
+  /** Who laid the network out this way, for names and messages, e.g. 'fb.resnet.torch'. */
+  origin: string;
+  /**
+   * BN-ReLU after the ImageNet stem conv, before max pooling (SPEC). false: timm ResNetV2, whose max pool reads
+   * the raw conv output and whose stage 1 unit 1 pre-activates its own input.
+   */
+  stemNorm: boolean;
+  /**
+   * Where a stage's first unit pre-activates: 'split' = once before the split, and the shortcut reads the
+   * pre-activated tensor (SPEC, timm); 'branch' = at the start of the residual branch like every other unit,
+   * and the shortcut reads the raw input (fb.resnet.torch's released ResNet-200).
+   */
+  firstPreact: 'split' | 'branch';
+  /** A BN after each projection conv (fb.resnet.torch's ResNet-200), named `shortcut_bn`. */
+  projectionNorm: boolean;
+  /** Every conv carries a bias (Torch convolutions unless `:noBias()`). */
+  convBias: boolean;
+  /** The first unit of every stage projects, even where the shape does not change (timm). */
+  projectFirstUnit: boolean;
+}
+
+export const DEFAULT_LAYOUT: Layout = {
+  origin: 'resnet-onnx',
+  stemNorm: true,
+  firstPreact: 'split',
+  projectionNorm: false,
+  convBias: false,
+  projectFirstUnit: false,
+};
 
 export const CIFAR_DEPTHS: Readonly<Record<number, { unit: UnitKind; n: number }>> = {
   20: { unit: 'basic', n: 3 },
@@ -74,7 +113,9 @@ export const IMAGENET_DEPTHS: Readonly<Record<number, { unit: UnitKind; units: n
 const CIFAR_WIDTHS = [16, 32, 64];
 const IMAGENET_WIDTHS = [64, 128, 256, 512];
 
-export const DATASET_CLASSES: Readonly<Record<Dataset, number>> = { cifar10: 10, cifar100: 100, imagenet: 1000 };
+export const DATASET_CLASSES: Readonly<Record<Dataset, number>> = { cifar10: 10, cifar100: 100, imagenet: 1000, 'fashion-mnist': 10, mnist: 10 };
+const DATASET_CHANNELS: Readonly<Record<Dataset, number>> = { cifar10: 3, cifar100: 3, imagenet: 3, 'fashion-mnist': 1, mnist: 1 };
+const DATASET_NAMES: Readonly<Record<Dataset, string>> = { cifar10: 'CIFAR-10', cifar100: 'CIFAR-100', imagenet: 'ImageNet', 'fashion-mnist': 'Fashion-MNIST', mnist: 'MNIST' };
 
 /** An error in what the user asked for; the CLI prints its message and exits non-zero. */
 export class ConfigError extends Error {
@@ -92,6 +133,8 @@ export interface ModelRequest {
   shortcut?: Partial<Shortcut>;
   projection?: 'A' | 'B';
   inChannels?: number;
+  /** Structure of an imported network (full pre-activation ImageNet nets only); omit for the SPEC's. */
+  layout?: Partial<Layout>;
 }
 
 function depthList(table: Readonly<Record<number, { unit: UnitKind }>>): string {
@@ -120,7 +163,7 @@ export function resolveConfig(req: ModelRequest): ResNetConfig {
   const family: Family = dataset === 'imagenet' ? 'imagenet' : 'cifar';
   const classes = req.classes ?? DATASET_CLASSES[dataset];
   if (!Number.isInteger(classes) || classes < 2) throw new ConfigError(`--classes must be an integer >= 2, got ${classes}`);
-  const inChannels = req.inChannels ?? 3;
+  const inChannels = req.inChannels ?? DATASET_CHANNELS[dataset];
   if (!Number.isInteger(inChannels) || inChannels < 1) throw new ConfigError(`input channels must be a positive integer, got ${inChannels}`);
 
   let unit: UnitKind;
@@ -174,6 +217,7 @@ export function resolveConfig(req: ModelRequest): ResNetConfig {
   if (!(shortcut.scale > 0 && shortcut.scale <= 1)) throw new ConfigError(`--scale must be in (0, 1], got ${shortcut.scale}`);
   if (!(shortcut.dropout >= 0 && shortcut.dropout < 1)) throw new ConfigError(`--dropout must be in [0, 1), got ${shortcut.dropout}`);
   if (!Number.isFinite(shortcut.gateBias)) throw new ConfigError(`--gate-bias must be a number, got ${shortcut.gateBias}`);
+  const layout = req.layout ? resolveLayout(req.layout, family, activation, projection, shortcut.kind) : undefined;
 
   return {
     family,
@@ -187,7 +231,22 @@ export function resolveConfig(req: ModelRequest): ResNetConfig {
     shortcut,
     projection,
     strideOn: family === 'cifar' ? '1x1' : '3x3',
+    ...(layout ? { layout } : {}),
   };
+}
+
+function resolveLayout(given: Partial<Layout>, family: Family, activation: Activation, projection: 'A' | 'B', shortcut: ShortcutKind): Layout {
+  const layout: Layout = { ...DEFAULT_LAYOUT, ...given };
+  const known = Object.keys(DEFAULT_LAYOUT);
+  const unknown = Object.keys(given).filter((k) => !known.includes(k));
+  if (unknown.length) throw new ConfigError(`unknown layout field(s) ${unknown.join(', ')} (known: ${known.join(', ')})`);
+  if (typeof layout.origin !== 'string' || layout.origin.length === 0) throw new ConfigError('layout.origin must be a non-empty string');
+  for (const k of ['stemNorm', 'projectionNorm', 'convBias', 'projectFirstUnit'] as const)
+    if (typeof layout[k] !== 'boolean') throw new ConfigError(`layout.${k} must be true or false, got ${JSON.stringify(layout[k])}`);
+  if (layout.firstPreact !== 'split' && layout.firstPreact !== 'branch') throw new ConfigError(`layout.firstPreact must be 'split' or 'branch', got ${JSON.stringify(layout.firstPreact)}`);
+  if (family !== 'imagenet' || activation !== 'full-preact' || projection !== 'B' || shortcut !== 'identity')
+    throw new ConfigError('a layout describes imported full pre-activation ImageNet nets with identity shortcuts and projection B');
+  return layout;
 }
 
 /** Depth in weighted layers: convs on the main path plus stem and classifier. */
@@ -202,6 +261,53 @@ export function describe(cfg: ResNetConfig): string {
   const variant = cfg.activation === 'full-preact' ? 'pre-act ' : `${cfg.activation} `;
   const shortcut = cfg.shortcut.kind === 'identity' ? '' : `, ${cfg.shortcut.kind} shortcut`;
   const single = cfg.unit === 'single' ? ' (1-layer)' : '';
-  const ds = cfg.dataset === 'imagenet' ? 'ImageNet' : cfg.dataset === 'cifar10' ? 'CIFAR-10' : 'CIFAR-100';
-  return `${variant}ResNet-${depth}${single} (${ds}, ${cfg.classes} classes${shortcut})`;
+  const ds = DATASET_NAMES[cfg.dataset];
+  const layout = cfg.layout ? `, ${cfg.layout.origin} layout` : '';
+  return `${variant}ResNet-${depth}${single} (${ds}, ${cfg.classes} classes${shortcut}${layout})`;
+}
+
+/**
+ * Reads a config recorded as JSON (a checkpoint's `config` metadata, a model's `resnet_onnx.config`). It is
+ * re-resolved from its choices and must come out identical, so a hand-edited or foreign config that this
+ * version would not build is refused rather than half-trusted.
+ */
+export function configFromJson(text: string, where = 'config'): ResNetConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`${where} is not JSON: ${(e as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`${where} is not a JSON object`);
+  const c = raw as Partial<Record<keyof ResNetConfig, unknown>>;
+  const stages = Array.isArray(c.stages) ? (c.stages as { units?: unknown }[]).map((s) => (typeof s === 'object' && s !== null ? s.units : undefined)) : undefined;
+  const req: ModelRequest = {
+    dataset: c.dataset as Dataset,
+    classes: c.classes as number,
+    inChannels: c.inChannels as number,
+    unit: c.unit as UnitKind,
+    activation: c.activation as Activation,
+    shortcut: c.shortcut as Partial<Shortcut>,
+    projection: c.projection as 'A' | 'B',
+    layout: c.layout as Partial<Layout> | undefined,
+  };
+  if (c.depth === null || c.depth === undefined) req.stages = stages as number[];
+  else req.depth = c.depth as number;
+  let cfg: ResNetConfig;
+  try {
+    cfg = resolveConfig(req);
+  } catch (e) {
+    throw new ConfigError(`${where} does not describe a network this version builds: ${(e as Error).message}`);
+  }
+  if (!sameJson(cfg, raw)) throw new ConfigError(`${where} does not describe a network this version builds: it differs from ${JSON.stringify(cfg)}`);
+  return cfg;
+}
+
+function sameJson(a: unknown, b: unknown): boolean {
+  if (typeof a !== 'object' || a === null || typeof b !== 'object' || b === null) return a === b;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a).filter((k) => (a as Record<string, unknown>)[k] !== undefined);
+  const kb = Object.keys(b).filter((k) => (b as Record<string, unknown>)[k] !== undefined);
+  if (ka.length !== kb.length) return false;
+  return ka.every((k) => sameJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
 }

@@ -18,6 +18,9 @@ const CIFAR100 = (
   'wolf woman worm'
 ).split(' ');
 
+const FASHION_MNIST = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
+const MNIST = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'];
+
 let imagenet: string[] | undefined;
 
 /** The 1000 ILSVRC-2012 class names in the standard order (sorted WordNet ids; 0 = tench). */
@@ -32,7 +35,8 @@ export function imagenetLabels(): string[] {
 
 /** Labels for `classes` outputs of a dataset; generic names when the count differs from the dataset's. */
 export function datasetLabels(dataset: Dataset, classes: number): string[] {
-  const known = dataset === 'cifar10' ? CIFAR10 : dataset === 'cifar100' ? CIFAR100 : imagenetLabels();
+  const known = { cifar10: CIFAR10, cifar100: CIFAR100, 'fashion-mnist': FASHION_MNIST, mnist: MNIST, imagenet: [] }[dataset];
+  if (dataset === 'imagenet') return classes === 1000 ? [...imagenetLabels()] : Array.from({ length: classes }, (_, i) => `class_${i}`);
   if (known.length === classes) return [...known];
   return Array.from({ length: classes }, (_, i) => `class_${i}`);
 }
@@ -61,5 +65,10 @@ export function datasetPreprocessing(dataset: Dataset): Preprocessing {
       return { resize: 32, crop: 32, scale: 1 / 255, mean: [125.3 / 255, 123.0 / 255, 113.9 / 255], std: [63.0 / 255, 62.1 / 255, 66.7 / 255], channelOrder: 'RGB', layout: 'NCHW', interpolation: 'bilinear' };
     case 'cifar100':
       return { resize: 32, crop: 32, scale: 1 / 255, mean: [129.3 / 255, 124.1 / 255, 112.4 / 255], std: [68.2 / 255, 65.4 / 255, 70.4 / 255], channelOrder: 'RGB', layout: 'NCHW', interpolation: 'bilinear' };
+    case 'fashion-mnist':
+      // Statistics of the Fashion-MNIST training set.
+      return { resize: 28, crop: 28, scale: 1 / 255, mean: [0.286], std: [0.353], channelOrder: 'L', layout: 'NCHW', interpolation: 'bilinear' };
+    case 'mnist':
+      return { resize: 28, crop: 28, scale: 1 / 255, mean: [0.1307], std: [0.3081], channelOrder: 'L', layout: 'NCHW', interpolation: 'bilinear' };
   }
 }

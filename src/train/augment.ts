@@ -1,0 +1,322 @@
+// Seeded data augmentation and normalisation: one decoded image in, one float32 CHW network input out.
+
+import { rng } from '../graph/init.js';
+import { datasetPreprocessing } from '../models/labels.js';
+import type { DatasetKind, Sample } from './datasets.js';
+
+/**
+ * What to do to an image before it enters the network.
+ * - `pad-crop`: CIFAR (He et al. 2016, sec. 4.2 of the 2015 paper): pad `pad` pixels on each side, take a random
+ *   crop of the original size, flip horizontally with probability 1/2 if `flip`.
+ * - `random-sized-crop`: fb.resnet.torch's ImageNet augmentation: a crop of `area` (fraction of the image) and
+ *   `aspect` (w/h) drawn at random, resized to `size` x `size`.
+ * - `scale`: the paper's ImageNet augmentation: shorter side resized to a uniform integer in `shorter`, random
+ *   `size` x `size` crop.
+ * - `center-crop`: evaluation: shorter side resized to `resize` (if given), then the centre `size` x `size`
+ *   (if given; otherwise the whole image, which for CIFAR and MNIST is the identity).
+ */
+export type Augmentation =
+  | { kind: 'pad-crop'; pad: number; flip: boolean; fill: PadFill }
+  | { kind: 'random-sized-crop'; size: number; area: [number, number]; aspect: [number, number]; flip: boolean; interpolation: Interpolation }
+  | { kind: 'scale'; shorter: [number, number]; size: number; flip: boolean; interpolation: Interpolation }
+  | { kind: 'center-crop'; resize?: number; size?: number; interpolation: Interpolation };
+
+/**
+ * What the padding is filled with. `mean`: zero after normalisation, i.e. the mean colour, as in fb.resnet.torch
+ * and the authors' code (normalise, then pad with zeros). `black`: pixel value 0, as torchvision's
+ * `RandomCrop(32, padding=4)` before `Normalize` does.
+ */
+export type PadFill = 'mean' | 'black';
+export type Interpolation = 'bilinear' | 'bicubic';
+
+/** Pixel value v becomes (v * scale - mean[c]) / std[c]; `scale` is 1/255 when absent. */
+export interface Normalisation {
+  mean: number[];
+  std: number[];
+  scale?: number;
+}
+
+export type AugmentMode = 'train' | 'test';
+
+/** The SPEC's recipe for each dataset (overridable by passing an Augmentation). */
+export function defaultAugmentation(kind: DatasetKind, mode: AugmentMode): Augmentation {
+  if (kind === 'imagenet') {
+    // fb.resnet.torch's recipe and evaluation size (shorter side 256, centre 224); the paper's Table 5 evaluates
+    // at 320/320, which is what exported models' metadata says: pass that explicitly for a final evaluation.
+    return mode === 'train'
+      ? { kind: 'random-sized-crop', size: 224, area: [0.08, 1], aspect: [3 / 4, 4 / 3], flip: true, interpolation: 'bilinear' }
+      : { kind: 'center-crop', resize: 256, size: 224, interpolation: 'bilinear' };
+  }
+  if (mode === 'test') return { kind: 'center-crop', interpolation: 'bilinear' };
+  // A mirrored digit is another digit (or none); mirrored clothes are still the same clothes.
+  return { kind: 'pad-crop', pad: 4, flip: kind !== 'mnist', fill: 'mean' };
+}
+
+/** The published per-channel constants for the datasets that have them; Fashion-MNIST's are its training set's (channelStats). */
+export function defaultNormalisation(kind: DatasetKind): Normalisation {
+  switch (kind) {
+    case 'cifar10':
+    case 'cifar100':
+    case 'imagenet': {
+      const p = datasetPreprocessing(kind);
+      return { mean: p.mean, std: p.std, scale: p.scale };
+    }
+    case 'mnist':
+      return { mean: [0.1307], std: [0.3081], scale: 1 / 255 };
+    case 'fashion-mnist':
+      return { mean: [0.286], std: [0.353], scale: 1 / 255 };
+  }
+}
+
+/**
+ * The random stream of one sample in one epoch. It depends on nothing else (not on batch size, order or
+ * worker), so any batch of any epoch can be rebuilt exactly, which is what makes `--resume` identical.
+ */
+export function sampleRandom(seed: number, epoch: number, index: number): () => number {
+  return rng(seed, `epoch${epoch}/sample${index}`);
+}
+
+/** Output size (height, width) of an augmentation applied to images of `size`, or undefined if it varies per image. */
+export function outputSize(a: Augmentation, size: { width: number; height: number } | undefined): { width: number; height: number } | undefined {
+  switch (a.kind) {
+    case 'pad-crop':
+      return size;
+    case 'random-sized-crop':
+    case 'scale':
+      return { width: a.size, height: a.size };
+    case 'center-crop': {
+      if (a.size !== undefined) return { width: a.size, height: a.size };
+      if (a.resize !== undefined || !size) return undefined;
+      return size;
+    }
+  }
+}
+
+/** Checks an augmentation's numbers; a bad one names the field and what is allowed. */
+export function validateAugmentation(a: Augmentation): void {
+  const fail = (m: string): never => {
+    throw new Error(`augmentation ${a.kind}: ${m}`);
+  };
+  const positiveInt = (v: number | undefined, name: string): void => {
+    if (v !== undefined && (!Number.isInteger(v) || v < 1)) fail(`${name} must be a positive integer, got ${v}`);
+  };
+  switch (a.kind) {
+    case 'pad-crop':
+      if (!Number.isInteger(a.pad) || a.pad < 0) fail(`pad must be a non-negative integer, got ${a.pad}`);
+      break;
+    case 'random-sized-crop':
+      positiveInt(a.size, 'size');
+      if (!(a.area[0] > 0 && a.area[0] <= a.area[1] && a.area[1] <= 1)) fail(`area must satisfy 0 < min <= max <= 1, got [${a.area.join(', ')}]`);
+      if (!(a.aspect[0] > 0 && a.aspect[0] <= a.aspect[1])) fail(`aspect must satisfy 0 < min <= max, got [${a.aspect.join(', ')}]`);
+      break;
+    case 'scale':
+      positiveInt(a.size, 'size');
+      if (!(Number.isInteger(a.shorter[0]) && a.shorter[0] >= a.size && a.shorter[0] <= a.shorter[1] && Number.isInteger(a.shorter[1])))
+        fail(`shorter must be integers with size (${a.size}) <= min <= max, got [${a.shorter.join(', ')}]`);
+      break;
+    case 'center-crop':
+      positiveInt(a.resize, 'resize');
+      positiveInt(a.size, 'size');
+      if (a.resize !== undefined && a.size !== undefined && a.size > a.resize) fail(`size ${a.size} is larger than resize ${a.resize}`);
+      break;
+  }
+}
+
+/** A box in source pixels (may be fractional) and whether to mirror the result. */
+interface Plan {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+  outW: number;
+  outH: number;
+  flip: boolean;
+}
+
+/**
+ * Augments `image` and writes it, normalised, as [C, H, W] float32 into `out` from `offset`. `random` supplies the
+ * randomness (sampleRandom); deterministic augmentations do not draw from it. Returns the output size.
+ */
+export function augment(image: Sample, a: Augmentation, norm: Normalisation, random: () => number, out: Float32Array, offset = 0): { width: number; height: number } {
+  const { width: W, height: H, channels: C } = image;
+  if (norm.mean.length !== C || norm.std.length !== C) throw new Error(`normalisation has ${norm.mean.length} means and ${norm.std.length} stds for ${C}-channel images; give one per channel`);
+  if (image.pixels.length !== W * H * C) throw new Error(`image of ${W}x${H}x${C} has ${image.pixels.length} bytes, ${W * H * C} expected`);
+  const scale = norm.scale ?? 1 / 255;
+  const mul = norm.std.map((s) => scale / s);
+  const add = norm.mean.map((m, c) => -m / norm.std[c]);
+
+  if (a.kind === 'pad-crop') {
+    // Random offsets of the crop within the padded image, 0..2*pad on each axis.
+    const ox = Math.floor(random() * (2 * a.pad + 1)) - a.pad;
+    const oy = Math.floor(random() * (2 * a.pad + 1)) - a.pad;
+    const flip = a.flip && random() < 0.5;
+    if (out.length < offset + C * H * W) throw new Error(`output has room for ${out.length - offset} values, ${C * H * W} needed`);
+    for (let c = 0; c < C; c++) {
+      const fill = a.fill === 'mean' ? 0 : add[c];
+      const plane = offset + c * H * W;
+      for (let y = 0; y < H; y++) {
+        const sy = y + oy;
+        for (let x = 0; x < W; x++) {
+          const sx = (flip ? W - 1 - x : x) + ox;
+          out[plane + y * W + x] = sy < 0 || sy >= H || sx < 0 || sx >= W ? fill : image.pixels[(sy * W + sx) * C + c] * mul[c] + add[c];
+        }
+      }
+    }
+    return { width: W, height: H };
+  }
+
+  const p = plan(a, W, H, random);
+  if (out.length < offset + C * p.outH * p.outW) throw new Error(`output has room for ${out.length - offset} values, ${C * p.outH * p.outW} needed`);
+  const isIdentity = p.x === 0 && p.y === 0 && p.w === W && p.h === H && p.outW === W && p.outH === H;
+  const src = isIdentity ? image.pixels : resample(image.pixels, W, H, C, p, a.kind === 'center-crop' || a.kind === 'scale' || a.kind === 'random-sized-crop' ? a.interpolation : 'bilinear');
+  const { outW, outH } = p;
+  for (let c = 0; c < C; c++) {
+    const plane = offset + c * outH * outW;
+    for (let y = 0; y < outH; y++) {
+      for (let x = 0; x < outW; x++) {
+        const sx = p.flip ? outW - 1 - x : x;
+        out[plane + y * outW + x] = src[(y * outW + sx) * C + c] * mul[c] + add[c];
+      }
+    }
+  }
+  return { width: outW, height: outH };
+}
+
+/** Where in the source each augmentation looks, as a box resized to the output size. */
+function plan(a: Exclude<Augmentation, { kind: 'pad-crop' }>, W: number, H: number, random: () => number): Plan {
+  switch (a.kind) {
+    case 'center-crop': {
+      // Shorter side -> resize (torchvision's Resize(int): the longer side rounds down), then the centre crop.
+      const rw = a.resize === undefined ? W : W <= H ? a.resize : Math.floor((a.resize * W) / H);
+      const rh = a.resize === undefined ? H : H <= W ? a.resize : Math.floor((a.resize * H) / W);
+      const cw = a.size ?? rw;
+      const ch = a.size ?? rh;
+      if (cw > rw || ch > rh) throw new Error(`center-crop: a ${cw}x${ch} crop does not fit in the ${rw}x${rh} image`);
+      const left = roundHalfEven((rw - cw) / 2);
+      const top = roundHalfEven((rh - ch) / 2);
+      const kx = a.resize === undefined ? 1 : W / rw;
+      const ky = a.resize === undefined ? 1 : H / rh;
+      return { x: left * kx, y: top * ky, w: cw * kx, h: ch * ky, outW: cw, outH: ch, flip: false };
+    }
+    case 'scale': {
+      const s = a.shorter[0] + Math.floor(random() * (a.shorter[1] - a.shorter[0] + 1));
+      const rw = W <= H ? s : Math.floor((s * W) / H);
+      const rh = H <= W ? s : Math.floor((s * H) / W);
+      const left = Math.floor(random() * (rw - a.size + 1));
+      const top = Math.floor(random() * (rh - a.size + 1));
+      const flip = a.flip && random() < 0.5;
+      const kx = W / rw;
+      const ky = H / rh;
+      return { x: left * kx, y: top * ky, w: a.size * kx, h: a.size * ky, outW: a.size, outH: a.size, flip };
+    }
+    case 'random-sized-crop': {
+      // fb.resnet.torch datasets/transforms.lua RandomSizedCrop: ten tries, then Scale + CenterCrop.
+      for (let attempt = 0; attempt < 10; attempt++) {
+        const area = (a.area[0] + random() * (a.area[1] - a.area[0])) * W * H;
+        const aspect = a.aspect[0] + random() * (a.aspect[1] - a.aspect[0]);
+        let w = Math.round(Math.sqrt(area * aspect));
+        let h = Math.round(Math.sqrt(area / aspect));
+        if (random() < 0.5) [w, h] = [h, w];
+        if (w >= 1 && h >= 1 && h <= H && w <= W) {
+          const y = Math.floor(random() * (H - h + 1));
+          const x = Math.floor(random() * (W - w + 1));
+          const flip = a.flip && random() < 0.5;
+          return { x, y, w, h, outW: a.size, outH: a.size, flip };
+        }
+      }
+      const p = plan({ kind: 'center-crop', resize: a.size, size: a.size, interpolation: a.interpolation }, W, H, random);
+      return { ...p, flip: a.flip && random() < 0.5 };
+    }
+  }
+}
+
+/** Python's round(), which torchvision's CenterCrop uses: an odd margin puts the extra pixel where it does. */
+function roundHalfEven(v: number): number {
+  const f = Math.floor(v);
+  return v - f !== 0.5 ? Math.round(v) : f % 2 === 0 ? f : f + 1;
+}
+
+const FILTERS: Record<Interpolation, { support: number; f: (x: number) => number }> = {
+  bilinear: { support: 1, f: (x) => Math.max(0, 1 - Math.abs(x)) },
+  bicubic: { support: 2, f: cubic },
+};
+
+// Keys' cubic with a = -0.5, as PIL and OpenCV use.
+function cubic(x: number): number {
+  const a = -0.5;
+  x = Math.abs(x);
+  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+  if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0;
+}
+
+/** PIL's resampling weights for output pixels 0..outSize-1 of the source interval [from, from + len). */
+function taps(inSize: number, from: number, len: number, outSize: number, kind: Interpolation): { first: Int32Array; count: Int32Array; weights: Float32Array; maxTaps: number } {
+  const { support: s0, f } = FILTERS[kind];
+  const scale = len / outSize;
+  // Downscaling widens the filter (antialiasing), as PIL's resize and torchvision's antialiased resize do.
+  const filterScale = Math.max(scale, 1);
+  const support = s0 * filterScale;
+  const maxTaps = Math.ceil(support) * 2 + 1;
+  const first = new Int32Array(outSize);
+  const count = new Int32Array(outSize);
+  const weights = new Float32Array(outSize * maxTaps);
+  for (let o = 0; o < outSize; o++) {
+    const center = from + (o + 0.5) * scale;
+    const lo = Math.max(Math.trunc(center - support + 0.5), 0);
+    const hi = Math.min(Math.trunc(center + support + 0.5), inSize);
+    let total = 0;
+    const n = Math.min(hi - lo, maxTaps);
+    for (let k = 0; k < n; k++) {
+      const w = f((lo + k - center + 0.5) / filterScale);
+      weights[o * maxTaps + k] = w;
+      total += w;
+    }
+    if (total !== 0) for (let k = 0; k < n; k++) weights[o * maxTaps + k] /= total;
+    first[o] = lo;
+    count[o] = n;
+  }
+  return { first, count, weights, maxTaps };
+}
+
+/**
+ * Resizes the source box to outW x outH (PIL `Image.resize(size, box=...)` semantics, separable, antialiased when
+ * shrinking) and returns the result interleaved as floats in 0..255 (no rounding: it is normalised next).
+ */
+export function resample(src: Uint8Array, W: number, H: number, C: number, p: { x: number; y: number; w: number; h: number; outW: number; outH: number }, kind: Interpolation): Float32Array {
+  const tx = taps(W, p.x, p.w, p.outW, kind);
+  const ty = taps(H, p.y, p.h, p.outH, kind);
+  // Horizontal pass only over the rows the vertical pass reads.
+  const rowLo = ty.first[0];
+  const rowHi = ty.first[p.outH - 1] + ty.count[p.outH - 1];
+  const rows = rowHi - rowLo;
+  const mid = new Float32Array(rows * p.outW * C);
+  for (let r = 0; r < rows; r++) {
+    const srcRow = (rowLo + r) * W * C;
+    for (let o = 0; o < p.outW; o++) {
+      const lo = tx.first[o];
+      const n = tx.count[o];
+      const wb = o * tx.maxTaps;
+      for (let c = 0; c < C; c++) {
+        let acc = 0;
+        for (let k = 0; k < n; k++) acc += src[srcRow + (lo + k) * C + c] * tx.weights[wb + k];
+        // Clamped between passes as PIL does (it stores the intermediate image as bytes).
+        mid[(r * p.outW + o) * C + c] = acc < 0 ? 0 : acc > 255 ? 255 : acc;
+      }
+    }
+  }
+  const out = new Float32Array(p.outH * p.outW * C);
+  const rowLen = p.outW * C;
+  for (let o = 0; o < p.outH; o++) {
+    const lo = ty.first[o] - rowLo;
+    const n = ty.count[o];
+    const wb = o * ty.maxTaps;
+    for (let i = 0; i < rowLen; i++) {
+      let acc = 0;
+      for (let k = 0; k < n; k++) acc += mid[(lo + k) * rowLen + i] * ty.weights[wb + k];
+      // Bicubic overshoots; clamp to the range a decoded image could have.
+      out[o * rowLen + i] = acc < 0 ? 0 : acc > 255 ? 255 : acc;
+    }
+  }
+  return out;
+}
