@@ -13,8 +13,11 @@ import { GraphBuilder, type Value } from '../graph/builder.js';
 import type { Graph, Initializer } from '../graph/graph.js';
 import { floatTensor } from '../graph/types.js';
 import { ONNX_DTYPE } from '../graph/types.js';
-import type { ResNetConfig } from '../models/config.js';
+import { type ResNetConfig, describe } from '../models/config.js';
 import { graphName, resnetForward } from '../models/preact.js';
+import { packageVersion } from '../util/paths.js';
+import { modelMetadata } from './metadata.js';
+import { DEFAULT_OPSET, writeOnnx } from './onnx.js';
 
 export const MOMENTUM_SUFFIX = '#momentum';
 export const NEXT_SUFFIX = '#next';
@@ -103,4 +106,36 @@ export function buildTrainingStep(cfg: ResNetConfig, o: TrainingGraphOptions): T
   const graph = b.build();
   const state = [...(graph.state ?? []), ...momentumState];
   return { graph: { ...graph, state }, state, sgd };
+}
+
+export interface TrainingExportOptions extends TrainingGraphOptions {
+  output: string;
+  opset?: number;
+  progress?: (written: number, total: number) => void;
+}
+
+/**
+ * Writes the training-step graph as one self-contained ONNX file. Every state input also has an initializer of
+ * the same name holding its initial value (ONNX's default for an input), so the file alone can run a first step;
+ * a loop then feeds each `X#next` output back as `X`. The naming convention is repeated in the doc string.
+ */
+export function exportTraining(cfg: ResNetConfig, o: TrainingExportOptions): { bytes: number; state: number; nodes: number } {
+  const opset = o.opset ?? DEFAULT_OPSET;
+  if (opset < 16) throw new Error(`training graphs need opset >= 16 (ScatterElements with reduction), got ${opset}`);
+  const { graph, state, sgd } = buildTrainingStep(cfg, o);
+  const withDefaults: Graph = { ...graph, initializers: [...graph.initializers, ...state] };
+  const doc = [
+    `One SGD training step of ${describe(cfg)}: forward, mean cross-entropy, backward, SGD (momentum ${sgd.momentum}, weight decay ${sgd.weightDecay} on ${sgd.decayOn === 'all' ? 'all learned tensors' : 'conv/FC weights'}${sgd.nesterov ? ', Nesterov' : ''}).`,
+    `Inputs: 'input' float32 [${o.batch}, ${cfg.inChannels}, ${o.size}, ${o.size}], 'labels' int64 [${o.batch}], 'lr' float32 scalar, and the state: parameters and BN running statistics by name, momentum buffers as '<parameter>${MOMENTUM_SUFFIX}' (initial values stored as defaults).`,
+    `Outputs: 'loss', 'correct' (top-1 hits in the batch), and for every state input X its next value 'X${NEXT_SUFFIX}': feed it back as X for the next step.`,
+    'BatchNorm uses batch statistics and updates running statistics as PyTorch does (momentum 0.1, unbiased variance for the running estimate).',
+  ].join('\n');
+  const bytes = writeOnnx(withDefaults, o.output, {
+    opset,
+    docString: doc,
+    metadata: { ...modelMetadata(cfg, { weights: `random-init (seed ${o.seed ?? 0})`, folded: false }), kind: 'training-step', batch: String(o.batch), input_size: String(o.size), sgd: JSON.stringify(sgd) },
+    producerVersion: packageVersion(),
+    progress: o.progress,
+  });
+  return { bytes, state: state.length, nodes: graph.nodes.length };
 }

@@ -1,0 +1,143 @@
+// Training end to end: a short real run on Fashion-MNIST learns; a killed run resumes to the identical state;
+// the exported training-step file runs on its own; bad data paths and mismatched resumes are refused clearly.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { describe, expect, it } from 'vitest';
+import { onnx } from '../src/export/proto.js';
+import { SafeTensorsFile } from '../src/export/safetensors.js';
+import { DEFAULT_SGD, NEXT_SUFFIX, exportTraining } from '../src/export/training.js';
+import { resolveConfig } from '../src/models/config.js';
+import { DEBIAN_FASHION_MNIST } from '../src/train/datasets.js';
+import { type TrainEvent, train } from '../src/train/trainer.js';
+import { seededInput, tempDir } from './helpers.js';
+
+const dir = tempDir('resnet-onnx-train-run-');
+// ResNet-8: the CIFAR family with one basic unit per stage, 1-channel input.
+const SMALL = { dataset: 'fashion-mnist', stages: [1], unit: 'basic' } as const;
+
+describe('a short real training run', () => {
+  it('on 6,400 Fashion-MNIST images: the loss falls and test accuracy rises far above chance', async () => {
+    const events: TrainEvent[] = [];
+    const r = await train({
+      cfg: resolveConfig(SMALL),
+      data: { kind: 'fashion-mnist', dir: DEBIAN_FASHION_MNIST },
+      out: join(dir, 'short'),
+      batch: 32,
+      seed: 1,
+      schedule: { lr: 0.1, milestones: [150], gamma: 0.1, iterations: 200, warmup: null },
+      sgd: DEFAULT_SGD,
+      evalEvery: 100,
+      logEvery: 20,
+      checkpointEvery: 0,
+      trainLimit: 6400,
+      testLimit: 2000,
+      ep: 'cpu',
+      threads: 2,
+      plot: true,
+      onEvent: (e) => events.push(e),
+    });
+    const losses = events.flatMap((e) => (e.type === 'train' ? [e.loss] : []));
+    expect(losses[0]).toBeGreaterThan(1.5);
+    expect(losses[losses.length - 1]).toBeLessThan(losses[0] * 0.5);
+    expect(r.lastEval!.top1Error).toBeLessThan(35); // chance is 90%
+    expect(existsSync(r.model)).toBe(true);
+    const log = readFileSync(join(dir, 'short', 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string });
+    expect(log.filter((l) => l.type === 'train')).toHaveLength(10);
+    expect(log.filter((l) => l.type === 'eval')).toHaveLength(2);
+    expect(readFileSync(join(dir, 'short', 'curves.html'), 'utf8')).toContain('<polyline');
+  }, 300_000);
+});
+
+function cli(args: string[]): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', 'src/cli/bin.ts', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+function finished(p: ChildProcess): Promise<{ code: number | null; signal: string | null; out: string }> {
+  let out = '';
+  p.stdout!.on('data', (d) => (out += d));
+  p.stderr!.on('data', (d) => (out += d));
+  return new Promise((resolve) => p.on('exit', (code, signal) => resolve({ code, signal, out })));
+}
+
+const RUN = ['train', '--dataset', 'fashion-mnist', '--stages', '1', '--unit', 'basic', '--batch', '32', '--iterations', '24', '--checkpoint-every', '8', '--log-every', '4', '--eval-every', '0', '--train-limit', '2048', '--test-limit', '256', '--threads', '2', '--quiet'];
+
+function tensors(path: string): Map<string, Float32Array> {
+  const f = SafeTensorsFile.open(path);
+  const m = new Map([...f.tensors.keys()].map((k) => [k, f.readFloat32(k)]));
+  f.close();
+  return m;
+}
+
+describe('checkpoint, kill, resume', () => {
+  it('a run killed after a checkpoint and resumed ends in exactly the state of an uninterrupted run', async () => {
+    const straight = await finished(cli([...RUN, '--out', join(dir, 'straight')]));
+    expect(straight.code, straight.out).toBe(0);
+
+    const killed = cli([...RUN, '--out', join(dir, 'killed')]);
+    const done = finished(killed);
+    const log = join(dir, 'killed', 'log.jsonl');
+    // Kill it hard once the checkpoint at iteration 8 is on disk and training has gone past it.
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 50));
+      const text = existsSync(log) ? readFileSync(log, 'utf8') : '';
+      if (/"type":"train","iteration":12/.test(text) && text.includes('"type":"checkpoint","iteration":8')) break;
+      if (killed.exitCode !== null) throw new Error(`the run ended before it could be killed: ${(await done).out}`);
+    }
+    killed.kill('SIGKILL');
+    expect((await done).signal).toBe('SIGKILL');
+    const partial = tensors(join(dir, 'killed', 'checkpoint.safetensors'));
+    expect(partial.size).toBeGreaterThan(0);
+
+    const resumed = await finished(cli([...RUN, '--out', join(dir, 'killed'), '--resume', join(dir, 'killed', 'checkpoint.safetensors')]));
+    expect(resumed.code, resumed.out).toBe(0);
+    const a = tensors(join(dir, 'straight', 'checkpoint.safetensors'));
+    const b = tensors(join(dir, 'killed', 'checkpoint.safetensors'));
+    expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
+    for (const [name, va] of a) expect(Buffer.from(b.get(name)!.buffer).equals(Buffer.from(va.buffer)), `${name} differs after resume`).toBe(true);
+  }, 300_000);
+
+  it('a resume with another recipe is refused', async () => {
+    const r = await finished(cli([...RUN, '--lr', '0.05', '--out', join(dir, 'other'), '--resume', join(dir, 'straight', 'checkpoint.safetensors')]));
+    expect(r.code).not.toBe(0);
+    expect(r.out).toMatch(/--resume .*another recipe, seed or batch size/);
+  }, 60_000);
+});
+
+describe('bad data', () => {
+  it('a missing dataset folder names the path and what was expected', async () => {
+    const r = await finished(cli(['train', '--depth', '20', '--dataset', 'cifar10', '--data', join(dir, 'no-such-dir'), '--iterations', '1', '--quiet']));
+    expect(r.code).toBe(2);
+    expect(r.out).toMatch(/no-such-dir/);
+  }, 60_000);
+  it('--data is required where nothing can be downloaded', async () => {
+    const r = await finished(cli(['train', '--depth', '20', '--dataset', 'cifar10', '--iterations', '1']));
+    expect(r.code).toBe(2);
+    expect(r.out).toMatch(/--data is required for cifar10/);
+  }, 60_000);
+});
+
+describe('export --training', () => {
+  it('writes one self-contained ONNX file whose first step runs from its stored initial state', async () => {
+    const out = join(dir, 'train-step.onnx');
+    const r = exportTraining(resolveConfig({ depth: 20 }), { output: out, batch: 4, size: 32 });
+    expect(r.state).toBeGreaterThan(100);
+    const model = onnx.ModelProto.decode(readFileSync(out));
+    const inputs = model.graph!.input!.map((i) => i.name);
+    expect(inputs).toEqual(expect.arrayContaining(['input', 'labels', 'lr', 'stage1.unit1.conv1.weight', 'stage1.unit1.conv1.weight#momentum', 'stage1.unit1.bn1.running_var']));
+    expect(model.graph!.initializer!.map((i) => i.name)).toEqual(expect.arrayContaining(['stage1.unit1.conv1.weight', 'stage1.unit1.conv1.weight#momentum']));
+    // onnxruntime lists inputs that have defaults as overridable initializers, not as inputs.
+    const s = await ort.InferenceSession.create(out);
+    expect(s.outputNames).toContain(`stage1.unit1.conv1.weight${NEXT_SUFFIX}`);
+    const res = await s.run({
+      input: new ort.Tensor('float32', seededInput(4 * 3 * 32 * 32), [4, 3, 32, 32]),
+      labels: new ort.Tensor('int64', BigInt64Array.of(1n, 2n, 3n, 4n), [4]),
+      lr: new ort.Tensor('float32', Float32Array.of(0.1), []),
+    });
+    const loss = (res.loss.data as Float32Array)[0];
+    expect(loss).toBeGreaterThan(0);
+    expect(Number.isFinite(loss)).toBe(true);
+    await s.release();
+  }, 60_000);
+});
