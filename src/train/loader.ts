@@ -161,20 +161,33 @@ export async function produceBatch(p: Producer, iteration: number): Promise<Batc
   const input = new Float32Array(B * per);
   const labels = new BigInt64Array(B);
   const one = (s: Sample, k: number): void => {
-    if (s.channels !== C) throw new DatasetError(p.dataset.where(indices[k]), `decoded to ${s.channels} channels, ${C} expected`);
-    const got = augment(s, p.info.augmentation, p.info.normalisation, sampleRandom(p.seed, epoch, indices[k]), input, k * per);
-    if (got.width !== W || got.height !== H) throw new DatasetError(p.dataset.where(indices[k]), `augmented to ${got.width}x${got.height}, ${W}x${H} expected`);
+    const where = (): string => p.dataset.where(indices[k]);
+    if (s.channels !== C) throw new DatasetError(where(), `decoded to ${s.channels} channels, ${C} expected`);
+    let got: { width: number; height: number };
+    try {
+      got = augment(s, p.info.augmentation, p.info.normalisation, sampleRandom(p.seed, epoch, indices[k]), input, k * per);
+    } catch (e) {
+      // e.g. a centre crop larger than a small image: the user needs to know which image.
+      throw e instanceof DatasetError ? e : new DatasetError(where(), (e as Error).message);
+    }
+    if (got.width !== W || got.height !== H) throw new DatasetError(where(), `augmented to ${got.width}x${got.height}, ${W}x${H} expected`);
     labels[k] = BigInt(s.label);
   };
   const ds = p.dataset;
   if (isInMemory(ds)) {
     for (let k = 0; k < indices.length; k++) one(ds.readSync(indices[k]), k);
   } else {
-    // Decode a few at a time: sharp decodes on libuv's threads while this thread augments the previous ones.
-    for (let k0 = 0; k0 < indices.length; k0 += p.decodeConcurrency) {
-      const ks = Array.from({ length: Math.min(p.decodeConcurrency, indices.length - k0) }, (_, j) => k0 + j);
-      const samples = await Promise.all(ks.map((k) => ds.read(indices[k])));
-      samples.forEach((s, j) => one(s, ks[j]));
+    // A sliding window of decodes: sharp decodes the next images on libuv's threads while this thread augments.
+    const reads: Promise<Sample>[] = [];
+    const start = (k: number): void => {
+      if (k >= indices.length || k < reads.length) return;
+      reads[k] = ds.read(indices[k]);
+      // Awaited in order below; this only stops a failure after an earlier one from counting as unhandled.
+      reads[k].catch(() => undefined);
+    };
+    for (let k = 0; k < indices.length; k++) {
+      for (let j = k; j < k + p.decodeConcurrency; j++) start(j);
+      one(await reads[k], k);
     }
   }
   return { input, labels, count: indices.length, epoch, iteration, indices, producedAt: performance.timeOrigin + performance.now(), produceMs: performance.now() - started };
