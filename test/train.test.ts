@@ -1,6 +1,6 @@
 // Training end to end: a short real run on Fashion-MNIST learns; a killed run resumes to the identical state;
 // the exported training-step file runs on its own; bad data paths and mismatched resumes are refused clearly.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -139,5 +139,7 @@ describe('export --training', () => {
     expect(loss).toBeGreaterThan(0);
     expect(Number.isFinite(loss)).toBe(true);
     await s.release();
+    // Standard ONNX throughout: Debian's onnx checker, with full shape inference, accepts it.
+    execFileSync('/usr/bin/python3', ['test/reference/onnx_check.py', out], { stdio: 'pipe' });
   }, 60_000);
 });
