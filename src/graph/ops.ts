@@ -91,9 +91,6 @@ function need(cond: boolean, message: string): asserts cond {
   if (!cond) throw new Error(message);
 }
 
-/** need() for gradient rules: the message names what has no rule. */
-const need2: (cond: boolean, message: string) => asserts cond = need;
-
 /**
  * Training-mode BN backward (batch statistics), with xc = x - mean, inv = 1/sqrt(var + eps), n = N*H*W:
  *   dbeta = sum(dy), dgamma = inv * sum(dy * xc),
@@ -164,6 +161,9 @@ function convWeightGrad(b: GraphBuilder, x: Value, dy: Value, kernel: number[], 
   const stacked = parts.length === 1 ? parts[0] : b.op1('Concat', parts, { axis: 2 }, { name: b.fresh('taps') });
   return reshape(b, stacked, [m, c, kh, kw], 'dw');
 }
+
+/** need() under another name, for gradient rules, whose context calls its own field `need`. */
+const ensure: (cond: boolean, message: string) => asserts cond = need;
 
 function req(x: InputInfo | null, what: string): InputInfo {
   need(x !== null, `missing input ${what}`);
@@ -254,12 +254,12 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       return [{ dtype: 'float32', shape: [x.shape[0], m, ...spatialWindow(x, kernel, a, false)] }];
     },
     grad({ b, inputs: [x, w, bias], dOut: [dy], attrs, need }) {
-      need2(attrs.int('group', 1) === 1, 'grouped convolutions have no gradient rule yet');
-      const [m, c, kh, kw] = concrete(w!.shape, 'Conv grad');
+      ensure(attrs.int('group', 1) === 1, 'grouped convolutions have no gradient rule yet');
+      const [, , kh, kw] = concrete(w!.shape, 'Conv grad');
       const [, , h, wd] = concrete(x!.shape, 'Conv grad');
       const strides = attrs.ints('strides', [1, 1])!;
       const pads = attrs.ints('pads', [0, 0, 0, 0])!;
-      need2((attrs.ints('dilations', [1, 1]) ?? [1, 1]).every((d) => d === 1), 'dilated convolutions have no gradient rule yet');
+      ensure((attrs.ints('dilations', [1, 1]) ?? [1, 1]).every((d) => d === 1), 'dilated convolutions have no gradient rule yet');
       let dx: Value | null = null;
       if (need[0]) {
         if (strides.every((st) => st === 1) && pads[0] <= kh - 1 && pads[1] <= kw - 1 && pads[2] <= kh - 1 && pads[3] <= kw - 1) {
@@ -274,8 +274,6 @@ export const OPS: Readonly<Record<string, OpDef>> = {
         }
       }
       const dw = need[1] ? convWeightGrad(b, x!, dy!, [kh, kw], strides, pads) : null;
-      void m;
-      void c;
       const db = need[2] && bias ? reduceSum(b, dy!, [0, 2, 3], false, 'db') : null;
       return [dx, dw, db];
     },
@@ -323,7 +321,7 @@ export const OPS: Readonly<Record<string, OpDef>> = {
     // Inference-form BN, y = (x - mean) / sqrt(var + eps) * scale + B, differentiated in all five inputs; or, for
     // a node fed with its own input's batch statistics (hint 'batch-statistics'), training-mode BN in closed form.
     grad({ b, inputs: [x, gamma, , mean, variance], dOut: [dy], attrs, need, hint }) {
-      need2(attrs.int('training_mode', 0) === 0, 'differentiate BatchNormalization in inference form (training graphs compute batch statistics explicitly)');
+      ensure(attrs.int('training_mode', 0) === 0, 'differentiate BatchNormalization in inference form (training graphs compute batch statistics explicitly)');
       if (hint === 'batch-statistics') return batchNormTrainingGrad(b, x!, gamma!, mean!, variance!, dy!, attrs.float('epsilon', 1e-5), need);
       const shape = concrete(x!.shape, 'BatchNormalization grad');
       const c = shape[1];
@@ -522,7 +520,7 @@ export const OPS: Readonly<Record<string, OpDef>> = {
     // Training mode (third input true) has a second output, the mask; the rule scales by it as the forward did.
     grad({ b, inputs: [, ratio], outputs, dOut: [dy] }) {
       const mask = outputs[1];
-      need2(mask !== undefined, 'the gradient of Dropout needs its mask output (build it with 2 outputs in training mode)');
+      need(mask !== undefined, 'the gradient of Dropout needs its mask output (build it with 2 outputs in training mode)');
       const r = ratio?.constant ? (ratio.constant.values() as Float32Array)[0] : 0.5;
       const maskF = b.op1('Cast', [mask], { to: ONNX_DTYPE.float32 }, { name: b.fresh('mask_f') });
       return [op(b, 'Mul', [dy!, op(b, 'Mul', [maskF, f32(b, 1 / (1 - r))])]), null, null];
@@ -652,7 +650,7 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       return [{ dtype: 'float32', shape: [m, n] }];
     },
     grad({ b, inputs: [x, w, c], dOut: [dy], attrs, need }) {
-      need2(attrs.float('alpha', 1) === 1 && attrs.float('beta', 1) === 1 && attrs.int('transA', 0) === 0, 'Gemm grad supports alpha = beta = 1, transA = 0');
+      ensure(attrs.float('alpha', 1) === 1 && attrs.float('beta', 1) === 1 && attrs.int('transA', 0) === 0, 'Gemm grad supports alpha = beta = 1, transA = 0');
       const tb = attrs.int('transB', 0) === 1;
       const dx = need[0] ? b.op1('Gemm', [dy!, w!], { transB: tb ? 0 : 1 }, { name: b.fresh('dx') }) : null;
       // Y = X W^T: dW = dY^T X; Y = X W: dW = X^T dY.
@@ -675,7 +673,7 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       return [{ dtype: x.dtype, shape: [...batch, x.shape[x.shape.length - 2], y.shape[y.shape.length - 1]] }];
     },
     grad({ b, inputs: [x, y], dOut: [dz], need }) {
-      need2(x!.shape.length === 2 && y!.shape.length === 2, 'MatMul grad supports 2-d operands');
+      ensure(x!.shape.length === 2 && y!.shape.length === 2, 'MatMul grad supports 2-d operands');
       const t = (v: Value): Value => b.op1('Transpose', [v], { perm: [1, 0] }, { name: b.fresh('t') });
       return [need[0] ? op(b, 'MatMul', [dz!, t(y!)]) : null, need[1] ? op(b, 'MatMul', [t(x!), dz!]) : null];
     },
@@ -695,10 +693,10 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       return [{ dtype: x.dtype, shape }];
     },
     grad({ b, inputs: [x, padsIn], dOut: [dy], attrs }) {
-      need2(attrs.string('mode', 'constant') === 'constant', 'only constant padding has a gradient rule');
+      need(attrs.string('mode', 'constant') === 'constant', 'only constant padding has a gradient rule');
       const shape = concrete(x!.shape, 'Pad grad');
       const pads = concreteInt64(padsIn!, 'pads');
-      need2(pads.every((p) => p >= 0), 'negative pads have no gradient rule');
+      need(pads.every((p) => p >= 0), 'negative pads have no gradient rule');
       const axes = shape.map((_, i) => i);
       const starts = axes.map((i) => pads[i]);
       const ends = axes.map((i) => pads[i] + shape[i]);
@@ -744,7 +742,7 @@ export const OPS: Readonly<Record<string, OpDef>> = {
         const clamp = (v: number): number => Math.min(Math.max(v < 0 ? v + d : v, 0), d);
         const start = clamp(starts[k]);
         const step = steps[k];
-        need2(step > 0, 'Slice grad supports positive steps');
+        need(step > 0, 'Slice grad supports positive steps');
         const gShape = concrete(g.shape, 'Slice grad');
         const len = gShape[axis];
         if (step > 1) {
