@@ -4,15 +4,19 @@ import { Command } from 'commander';
 import { packageVersion } from '../util/paths.js';
 import { CliError, USER_ERRORS } from './common.js';
 import { exportCommand } from './export.js';
+import { importCommand } from './import.js';
 import { infoCommand } from './info.js';
+import { trainCommand } from './train.js';
 
 export function program(): Command {
   const prog = new Command('resnet-onnx')
-    .description('Pre-activation ResNets (He et al. 2016) as ONNX: export, inspect')
+    .description('Pre-activation ResNets (He et al. 2016) as ONNX: export, inspect, train, serve, import')
     .version(packageVersion())
     .showHelpAfterError('(run with --help for usage)');
   exportCommand(prog);
   infoCommand(prog);
+  importCommand(prog);
+  trainCommand(prog);
   return prog;
 }
 

@@ -69,16 +69,15 @@ export interface Layout {
   stemNorm: boolean;
   /**
    * Where a stage's first unit pre-activates: 'split' = once before the split, and the shortcut reads the
-   * pre-activated tensor (SPEC, timm); 'branch' = at the start of the residual branch like every other unit,
-   * and the shortcut reads the raw input (fb.resnet.torch's released ResNet-200).
+   * pre-activated tensor (SPEC); 'branch' = at the start of the residual branch like every other unit, and the
+   * shortcut reads the raw input (fb.resnet.torch's released ResNet-200); 'split-if-projecting' = 'split' where
+   * the unit projects its shortcut, 'branch' where the shortcut is the identity (timm's ResNetV2).
    */
-  firstPreact: 'split' | 'branch';
+  firstPreact: 'split' | 'branch' | 'split-if-projecting';
   /** A BN after each projection conv (fb.resnet.torch's ResNet-200), named `shortcut_bn`. */
   projectionNorm: boolean;
   /** Every conv carries a bias (Torch convolutions unless `:noBias()`). */
   convBias: boolean;
-  /** The first unit of every stage projects, even where the shape does not change (timm). */
-  projectFirstUnit: boolean;
 }
 
 export const DEFAULT_LAYOUT: Layout = {
@@ -87,7 +86,6 @@ export const DEFAULT_LAYOUT: Layout = {
   firstPreact: 'split',
   projectionNorm: false,
   convBias: false,
-  projectFirstUnit: false,
 };
 
 export const CIFAR_DEPTHS: Readonly<Record<number, { unit: UnitKind; n: number }>> = {
@@ -241,9 +239,10 @@ function resolveLayout(given: Partial<Layout>, family: Family, activation: Activ
   const unknown = Object.keys(given).filter((k) => !known.includes(k));
   if (unknown.length) throw new ConfigError(`unknown layout field(s) ${unknown.join(', ')} (known: ${known.join(', ')})`);
   if (typeof layout.origin !== 'string' || layout.origin.length === 0) throw new ConfigError('layout.origin must be a non-empty string');
-  for (const k of ['stemNorm', 'projectionNorm', 'convBias', 'projectFirstUnit'] as const)
+  for (const k of ['stemNorm', 'projectionNorm', 'convBias'] as const)
     if (typeof layout[k] !== 'boolean') throw new ConfigError(`layout.${k} must be true or false, got ${JSON.stringify(layout[k])}`);
-  if (layout.firstPreact !== 'split' && layout.firstPreact !== 'branch') throw new ConfigError(`layout.firstPreact must be 'split' or 'branch', got ${JSON.stringify(layout.firstPreact)}`);
+  if (!['split', 'branch', 'split-if-projecting'].includes(layout.firstPreact))
+    throw new ConfigError(`layout.firstPreact must be 'split', 'branch' or 'split-if-projecting', got ${JSON.stringify(layout.firstPreact)}`);
   if (family !== 'imagenet' || activation !== 'full-preact' || projection !== 'B' || shortcut !== 'identity')
     throw new ConfigError('a layout describes imported full pre-activation ImageNet nets with identity shortcuts and projection B');
   return layout;

@@ -130,13 +130,15 @@ function unit(b: GraphBuilder, x: Value, cfg: ResNetConfig, p: UnitPlan): Value 
   let branchIn = x;
   let shortcutIn = x;
   let preactivated = false;
-  // fb.resnet.torch's ResNet-200 ('branch') pre-activates inside every branch and projects the raw input.
-  if (preact && p.first && layout.firstPreact === 'split') {
+  const reshapes = p.stride !== 1 || p.inC !== p.outC;
+  // fb.resnet.torch's ResNet-200 ('branch') pre-activates inside every branch and projects the raw input;
+  // timm ('split-if-projecting') shares the pre-activation only with a projection.
+  const split = layout.firstPreact === 'split' || (layout.firstPreact === 'split-if-projecting' && reshapes);
+  if (preact && p.first && split) {
     if (!p.stemPreactivated) branchIn = shortcutIn = preactivate(b, x, cfg.activation);
     preactivated = true;
   }
   const f = residual(b, branchIn, cfg, convs, preactivated);
-  const reshapes = p.stride !== 1 || p.inC !== p.outC || (p.first && layout.projectFirstUnit);
   let y: Value;
   if (reshapes) {
     let s: Value;

@@ -1,0 +1,75 @@
+// `resnet-onnx import`: turn published weights (fb.resnet.torch .t7, timm ResNetV2 safetensors) into our ONNX.
+
+import { existsSync, mkdirSync } from 'node:fs';
+import { basename, dirname, extname, join } from 'node:path';
+import type { Command } from 'commander';
+import { describe } from '../models/config.js';
+import { type Imported, ImportError, T7Error, exportImported, importModel } from '../import/index.js';
+import { CliError, intArg, progressBar } from './common.js';
+
+export interface ImportFlags {
+  output?: string;
+  fold: boolean;
+  opset: number;
+  probabilities?: boolean;
+  saveWeights?: string;
+  quiet?: boolean;
+}
+
+/** Reads and maps a file; a file that does not fit is a user error (exit 2) naming the module path or key. */
+export function importOrExplain(path: string): Imported {
+  try {
+    return importModel(path);
+  } catch (e) {
+    if (e instanceof ImportError || e instanceof T7Error) throw new CliError(`cannot import ${path}: ${e.message}`);
+    throw e;
+  }
+}
+
+/** Writes the ONNX model of an imported network and says what it did; shared with `export --weights`. */
+export function writeImported(net: Imported, output: string, f: ImportFlags): void {
+  const started = Date.now();
+  const bar = progressBar(!f.quiet);
+  let report;
+  try {
+    report = exportImported(net, { output, fold: f.fold, opset: f.opset, probabilities: f.probabilities, saveWeights: f.saveWeights, progress: bar.update });
+  } catch (e) {
+    if (e instanceof ImportError) throw new CliError(e.message);
+    throw e;
+  } finally {
+    bar.stop();
+    net.close();
+  }
+  const secs = ((Date.now() - started) / 1000).toFixed(1);
+  console.log(describe(net.cfg));
+  console.log(`source: ${net.source}`);
+  for (const note of net.notes) console.log(`note: ${note}`);
+  console.log(
+    `wrote ${report.path}: ${(report.bytes / 1e6).toFixed(1)} MB, ${report.parameters.toLocaleString('en-US')} parameters, ${report.nodes} nodes, ${report.foldedBatchNorms} BatchNorms folded, opset ${f.opset}, weights ${report.weights} (${secs} s)`,
+  );
+  if (f.saveWeights) console.log(`wrote ${f.saveWeights}`);
+}
+
+export function checkOutputDir(output: string, given: boolean): void {
+  // Only the default folder is created; a user's -o path must point into an existing directory.
+  if (!given) mkdirSync(dirname(output), { recursive: true });
+  else if (!existsSync(dirname(output) || '.')) throw new CliError(`cannot write ${output}: directory ${dirname(output)} does not exist`);
+}
+
+export function importCommand(prog: Command): void {
+  prog
+    .command('import')
+    .description('convert published weights to ONNX: fb.resnet.torch .t7 (e.g. resnet-200.t7) or timm ResNetV2 .safetensors; the format is read from the content')
+    .argument('<file>', 'a Lua Torch .t7 model, a timm ResNetV2 safetensors state dict, or a resnet-onnx checkpoint')
+    .option('-o, --output <file>', 'output path (default: models/<file name>.onnx)')
+    .option('--no-fold', 'keep BatchNormalization nodes (default: fold into the preceding conv)')
+    .option('--opset <n>', 'ONNX opset (13..22); the IR version follows it', intArg('--opset'), 17)
+    .option('--probabilities', 'add a `probabilities` output (softmax of the logits)')
+    .option('--save-weights <file>', 'also write the weights as a resnet-onnx checkpoint (.safetensors) that records the architecture')
+    .option('-q, --quiet', 'no progress bar')
+    .action((file: string, f: ImportFlags) => {
+      const output = f.output ?? join('models', `${basename(file, extname(file))}.onnx`);
+      checkOutputDir(output, f.output !== undefined);
+      writeImported(importOrExplain(file), output, f);
+    });
+}

@@ -1,0 +1,213 @@
+// Importing published weights: tells the format from the file's content (never its name) and maps it onto
+// our family. Lua Torch .t7 -> fb.resnet.torch's pre-activation ResNets; safetensors -> timm's ResNetV2 or a
+// resnet-onnx checkpoint (whose recorded config rebuilds the network it was saved from).
+
+import { createHash } from 'node:crypto';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { basename } from 'node:path';
+import { SafeTensorsFile } from '../export/safetensors.js';
+import { CHECKPOINT_FORMAT } from '../export/weights.js';
+import { type UnitKind, configFromJson } from '../models/config.js';
+import { type Preprocessing, datasetPreprocessing, imagenetLabels } from '../models/labels.js';
+import { mapFbResNet } from './fbresnet.js';
+import { ImportError, type ImportedNet, type SourceTensor } from './imported.js';
+import { looksLikeT7, readT7 } from './t7.js';
+import { looksLikeTimmResNetV2, mapTimmResNetV2 } from './timm.js';
+
+export { ImportError, type ImportedNet, exportImported, importedGraph, checkpointMetadata, SOURCE_KEY } from './imported.js';
+export { T7Error } from './t7.js';
+
+export type SourceFormat = 't7' | 'timm-safetensors' | 'resnet-onnx-checkpoint';
+
+/**
+ * timm's pretrained configs of its ResNetV2 ImageNet weights: mean = std = 0.5, bicubic, a 224 crop of the image
+ * resized to floor(224 / crop_pct): crop_pct 0.95 for resnetv2_50/101 (a1h), 0.9 for resnetv2_18/34 (ra4).
+ */
+export function timmPreprocessing(unit: UnitKind): Preprocessing {
+  const cropPct = unit === 'bottleneck' ? 0.95 : 0.9;
+  return {
+    resize: Math.floor(224 / cropPct),
+    crop: 224,
+    scale: 1 / 255,
+    mean: [0.5, 0.5, 0.5],
+    std: [0.5, 0.5, 0.5],
+    channelOrder: 'RGB',
+    layout: 'NCHW',
+    interpolation: 'bicubic',
+  };
+}
+
+function readHead(path: string, n: number): { head: Uint8Array; size: number } {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    throw new ImportError(`cannot open ${path}: ${(e as Error).message}`);
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const head = Buffer.alloc(Math.min(n, size));
+    readSync(fd, head, 0, head.length, 0);
+    return { head, size };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The format of a file, from its first bytes (and, for safetensors, its header). */
+export function detectFormat(path: string): SourceFormat {
+  const { head, size } = readHead(path, 64);
+  const name = basename(path);
+  if (size < 8) throw new ImportError(`${name} is ${size} bytes long: too short to be a .t7 or safetensors file`);
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  const headerLen = Number(view.getBigUint64(0, true));
+  if (head[8] === 0x7b && headerLen >= 2 && headerLen <= size - 8) {
+    const file = SafeTensorsFile.open(path);
+    try {
+      if (file.metadata.format === CHECKPOINT_FORMAT || file.metadata.config !== undefined) return 'resnet-onnx-checkpoint';
+      const names = [...file.tensors.keys()];
+      if (looksLikeTimmResNetV2(names)) return 'timm-safetensors';
+      throw new ImportError(
+        `${name} is a safetensors file, but neither a timm ResNetV2 state dict (stem.conv, stages.S.blocks.B...) nor a resnet-onnx checkpoint (it holds ${names.slice(0, 4).map((n) => `'${n}'`).join(', ')}${names.length > 4 ? ', ...' : ''})`,
+      );
+    } finally {
+      file.close();
+    }
+  }
+  if (head[0] === 0x50 && head[1] === 0x4b && head[2] === 3 && head[3] === 4)
+    throw new ImportError(`${name} is a zip archive (PyTorch's torch.save format?); save the state dict as safetensors instead (safetensors.torch.save_file)`);
+  if (head[0] === 0x80 && head[1] >= 2 && head[1] <= 5) throw new ImportError(`${name} is a Python pickle; pickles run code when loaded and are not read. Save the state dict as safetensors.`);
+  if (looksLikeT7(head)) return 't7';
+  throw new ImportError(`${name} is not a format resnet-onnx imports: a Lua Torch .t7 (binary), a timm ResNetV2 .safetensors, or a resnet-onnx checkpoint`);
+}
+
+function sha256File(path: string): string {
+  const h = createHash('sha256');
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(1 << 22);
+    let pos = 0;
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, pos);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+      pos += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
+}
+
+export interface Imported extends ImportedNet {
+  format: SourceFormat;
+  /** Notes on what was adapted (e.g. the fixed average pool made global), for the CLI to print. */
+  notes: string[];
+  /** Releases the source file (safetensors are read lazily, while the model is written). */
+  close(): void;
+}
+
+/** Reads a file of any supported format and maps it onto our family. Errors name the module path or key. */
+export function importModel(path: string): Imported {
+  const format = detectFormat(path);
+  const name = basename(path);
+  if (format === 't7') {
+    const buf = readFileSync(path);
+    const sha = createHash('sha256').update(buf).digest('hex');
+    const m = mapFbResNet(readT7(buf, { name }));
+    return {
+      format,
+      cfg: m.cfg,
+      tensors: m.tensors,
+      weights: `imported: ${name} (fb.resnet.torch pre-activation ResNet, Lua Torch .t7)`,
+      source: `fb.resnet.torch models/preresnet.lua module tree, Lua Torch .t7 file ${name} (sha256 ${sha})`,
+      preprocessing: datasetPreprocessing('imagenet'),
+      labels: m.cfg.classes === 1000 ? imagenetLabels() : undefined,
+      notes: m.notes,
+      close: () => {},
+    };
+  }
+  const sha = sha256File(path);
+  const file = SafeTensorsFile.open(path);
+  try {
+    if (format === 'timm-safetensors') {
+      const m = mapTimmResNetV2(file, name);
+      return {
+        format,
+        cfg: m.cfg,
+        tensors: m.tensors,
+        weights: `imported: ${name} (timm ResNetV2, safetensors)`,
+        source: `timm resnetv2.py ResNetV2 state dict, safetensors file ${name} (sha256 ${sha})`,
+        preprocessing: timmPreprocessing(m.cfg.unit),
+        labels: m.cfg.classes === 1000 ? imagenetLabels() : undefined,
+        notes: m.notes,
+        close: () => file.close(),
+      };
+    }
+    return ourCheckpoint(file, name, sha);
+  } catch (e) {
+    file.close();
+    throw e;
+  }
+}
+
+/** A resnet-onnx checkpoint: the network its `config` metadata records, with the metadata it carried. */
+function ourCheckpoint(file: SafeTensorsFile, name: string, sha: string): Imported {
+  const md = file.metadata;
+  if (md.config === undefined) throw new ImportError(`${name} records no architecture (no 'config' metadata); give the architecture flags (--depth ...) with --weights`);
+  const cfg = configFromJson(md.config, `${name}: metadata 'config'`);
+  const tensors = new Map<string, SourceTensor>();
+  for (const [key, e] of file.tensors) {
+    if (key.includes('#')) continue; // optimiser state beside the weights in training checkpoints
+    if (!['F32', 'F64', 'F16', 'BF16'].includes(e.dtype)) throw new ImportError(`${name}: tensor '${key}' is ${e.dtype}; a floating-point tensor is needed`);
+    tensors.set(key, { dims: [...e.shape], values: () => file.readFloat32(key), from: `${name}: tensor '${key}'` });
+  }
+  let labels: string[] | undefined;
+  if (md.labels !== undefined) {
+    const l = parseJson(md.labels, `${name}: metadata 'labels'`);
+    if (!Array.isArray(l) || l.length !== cfg.classes || l.some((x) => typeof x !== 'string'))
+      throw new ImportError(`${name}: metadata 'labels' should be a JSON array of ${cfg.classes} strings`);
+    labels = l as string[];
+  }
+  return {
+    format: 'resnet-onnx-checkpoint',
+    cfg,
+    tensors,
+    weights: md.weights ?? `checkpoint: ${name}`,
+    source: md.source ?? `resnet-onnx checkpoint ${name} (sha256 ${sha})`,
+    preprocessing: md.preprocessing !== undefined ? parsePreprocessing(md.preprocessing, `${name}: metadata 'preprocessing'`) : datasetPreprocessing(cfg.dataset),
+    labels,
+    notes: [],
+    close: () => file.close(),
+  };
+}
+
+function parseJson(text: string, where: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ImportError(`${where} is not JSON: ${(e as Error).message}`);
+  }
+}
+
+function parsePreprocessing(text: string, where: string): Preprocessing {
+  const p = parseJson(text, where) as Partial<Preprocessing> | null;
+  const posInt = (v: unknown): boolean => typeof v === 'number' && Number.isInteger(v) && v > 0;
+  const nums = (v: unknown): boolean => Array.isArray(v) && v.length >= 1 && v.every((x) => typeof x === 'number' && Number.isFinite(x));
+  if (
+    typeof p !== 'object' ||
+    p === null ||
+    !posInt(p.resize) ||
+    !posInt(p.crop) ||
+    typeof p.scale !== 'number' ||
+    !(p.scale > 0) ||
+    !nums(p.mean) ||
+    !nums(p.std) ||
+    p.std!.some((x) => x === 0) ||
+    !['RGB', 'BGR', 'L'].includes(p.channelOrder as string) ||
+    p.layout !== 'NCHW' ||
+    !['bilinear', 'bicubic'].includes(p.interpolation as string)
+  )
+    throw new ImportError(`${where} is not a valid preprocessing record: ${text.slice(0, 200)}`);
+  return p as Preprocessing;
+}

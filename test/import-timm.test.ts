@@ -1,0 +1,268 @@
+// Importing timm's pre-activation ResNetV2 from safetensors, end to end: the reference
+// (test/reference/timm_resnetv2_torch.py) has timm's module names, so its state dict has the real key layout
+// (num_batches_tracked included); we import the file it writes, export ONNX, and compare onnxruntime's logits
+// at 224 and 320. Then: metadata (mean = std = 0.5), the CLI, errors naming the key, fuzzing.
+import { execFile } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { main } from '../src/cli/main.js';
+import { onnx } from '../src/export/proto.js';
+import { CheckpointError, SafeTensorsFile, writeSafeTensors } from '../src/export/safetensors.js';
+import { ImportError, detectFormat, exportImported, importModel } from '../src/import/index.js';
+import { ConfigError } from '../src/models/config.js';
+import { relDiff, runOnnx, seededInput, tempDir } from './helpers.js';
+
+const PYTHON = '/usr/bin/python3';
+const TIMM_REF = fileURLToPath(new URL('./reference/timm_resnetv2_torch.py', import.meta.url));
+const REL_TOL = 1e-4;
+
+function python(args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(PYTHON, args, { maxBuffer: 1 << 24, env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' } }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${args[0]} failed: ${stderr || stdout || err.message}`));
+      else resolve();
+    });
+  });
+}
+
+function readFloats(path: string): Float32Array {
+  const b = readFileSync(path);
+  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
+}
+
+function metadataOf(path: string): Record<string, string> {
+  const m = onnx.ModelProto.decode(readFileSync(path));
+  return Object.fromEntries((m.metadataProps ?? []).map((p) => [p.key ?? '', p.value ?? '']));
+}
+
+function errorOf(f: () => unknown): string {
+  try {
+    f();
+  } catch (e) {
+    return `${(e as Error).name}: ${(e as Error).message}`;
+  }
+  return 'no error';
+}
+
+const SHAPES = [
+  [2, 3, 224, 224],
+  [1, 3, 320, 320],
+];
+
+const CASES = [
+  { name: 'resnetv2 bottleneck 2-1-1-1 (resnetv2_50 structure)', unit: 'bottleneck', stages: [2, 1, 1, 1] },
+  { name: 'resnetv2 basic 1-1-2-1 (resnetv2_18 structure)', unit: 'basic', stages: [1, 1, 2, 1] },
+] as const;
+
+let dir: string;
+const inputs: { x: Float32Array; shape: number[]; path: string }[] = [];
+const files = new Map<string, { path: string; refs: string[] }>();
+
+beforeAll(async () => {
+  dir = tempDir('resnet-onnx-import-timm-');
+  SHAPES.forEach((shape, k) => {
+    const x = seededInput(shape.reduce((p, d) => p * d, 1), 200 + k);
+    const path = join(dir, `x${k}.bin`);
+    writeFileSync(path, x);
+    inputs.push({ x, shape, path });
+  });
+  for (const [i, c] of CASES.entries()) {
+    const path = join(dir, `resnetv2_${c.unit}.safetensors`);
+    const refs = SHAPES.map((_, k) => join(dir, `${c.unit}.ref${k}.bin`));
+    const runs = inputs.flatMap((inp, k) => ['--run', inp.path, inp.shape.join(','), refs[k]]);
+    await python([TIMM_REF, '--unit', c.unit, '--stages', c.stages.join(','), '--seed', String(20 + i), '--safetensors', path, ...runs]);
+    files.set(c.unit, { path, refs });
+  }
+}, 180_000);
+
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('timm ResNetV2 safetensors -> ONNX matches the PyTorch ResNetV2', () => {
+  for (const c of CASES) {
+    it(`${c.name}: logits equal to 1e-4 at 224 and 320, folded and unfolded`, async () => {
+      const { path, refs } = files.get(c.unit)!;
+      const keys = [...SafeTensorsFile.open(path).tensors.keys()];
+      expect(keys.filter((k) => k.endsWith('num_batches_tracked')).length).toBeGreaterThan(5);
+      expect(keys).toContain('stages.1.blocks.0.downsample.conv.weight');
+      expect(detectFormat(path)).toBe('timm-safetensors');
+      const net = importModel(path);
+      expect(net.cfg.layout).toEqual({ origin: 'timm', stemNorm: false, firstPreact: 'split-if-projecting', projectionNorm: false, convBias: false });
+      expect([net.cfg.unit, net.cfg.stages.map((s) => s.units)]).toEqual([c.unit, c.stages]);
+      // timm's crop_pct: 0.95 for resnetv2_50/101 (a1h), 0.9 for resnetv2_18/34 (ra4).
+      expect([net.preprocessing.resize, net.preprocessing.crop]).toEqual(c.unit === 'bottleneck' ? [235, 224] : [248, 224]);
+      for (const fold of [true, false]) {
+        const out = join(dir, `${c.unit}.${fold}.onnx`);
+        exportImported(net, { output: out, fold });
+        for (const [k, inp] of inputs.entries()) {
+          const got = (await runOnnx(out, inp.x, inp.shape)).data;
+          const ref = readFloats(refs[k]);
+          expect(got.length).toBe(ref.length);
+          const rel = relDiff(got, ref);
+          expect(rel, `${c.name} @ ${inp.shape.join('x')} (fold ${fold}): relative difference ${rel.toExponential(2)}`).toBeLessThanOrEqual(REL_TOL);
+        }
+        rmSync(out);
+      }
+      net.close();
+    }, 120_000);
+  }
+
+  it('the ONNX records source, mean = std = 0.5, ImageNet labels and "imported: ..." weights', () => {
+    const net = importModel(files.get('bottleneck')!.path);
+    const out = join(dir, 'meta.onnx');
+    exportImported(net, { output: out });
+    net.close();
+    const md = metadataOf(out);
+    expect(md.weights).toBe('imported: resnetv2_bottleneck.safetensors (timm ResNetV2, safetensors)');
+    expect(md.source).toMatch(/^timm resnetv2\.py ResNetV2 state dict, safetensors file resnetv2_bottleneck\.safetensors \(sha256 [0-9a-f]{64}\)$/);
+    expect(JSON.parse(md.preprocessing)).toEqual({ resize: 235, crop: 224, scale: 1 / 255, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], channelOrder: 'RGB', layout: 'NCHW', interpolation: 'bicubic' });
+    expect((JSON.parse(md.labels) as string[]).slice(0, 2)).toEqual(['tench', 'goldfish']);
+    expect(md.architecture).toBe('pre-act ResNet-17 (ImageNet, 1000 classes, timm layout)');
+    rmSync(out);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Errors name the key
+
+/** Rewrites the bottleneck file through `edit` (name -> tensor) as a new safetensors file. */
+function variant(name: string, edit: (t: Map<string, { shape: number[]; values: Float32Array }>) => void): string {
+  const src = SafeTensorsFile.open(files.get('bottleneck')!.path);
+  const t = new Map<string, { shape: number[]; values: Float32Array }>();
+  for (const [k, e] of src.tensors) if (e.dtype !== 'I64') t.set(k, { shape: [...e.shape], values: src.readFloat32(k) });
+  src.close();
+  edit(t);
+  const path = join(dir, `${name}.safetensors`);
+  writeSafeTensors(path, [...t].map(([k, v]) => ({ name: k, shape: v.shape, values: () => v.values })), { format: 'pt' });
+  return path;
+}
+
+describe('what does not fit is an error naming the key', () => {
+  it('a missing key, a wrong shape, an unknown key', () => {
+    let p = variant('missing', (t) => t.delete('stages.1.blocks.0.conv2.weight'));
+    expect(errorOf(() => importModel(p))).toBe("ImportError: missing.safetensors: key 'stages.1.blocks.0.conv2.weight' is missing (needed for 'stage2.unit1.conv2.weight')");
+    p = variant('shape', (t) => t.set('stages.0.blocks.1.conv2.weight', { shape: [64, 64, 1, 1], values: new Float32Array(64 * 64) }));
+    expect(errorOf(() => exportImported(importModel(p), { output: join(dir, 'x.onnx') }))).toBe(
+      "ImportError: shape.safetensors: key 'stages.0.blocks.1.conv2.weight' is [64, 64, 1, 1], but 'stage1.unit2.conv2.weight' of the network is [64, 64, 3, 3]",
+    );
+    p = variant('extra', (t) => t.set('stages.0.blocks.0.se.fc1.weight', { shape: [4], values: new Float32Array(4) }));
+    expect(errorOf(() => importModel(p))).toBe("ImportError: extra.safetensors: key 'stages.0.blocks.0.se.fc1.weight' is not part of a timm ResNetV2 (resnetv2_50/101/152, BatchNorm)");
+  });
+
+  it('BiT (GroupNorm), a deep stem and a missing classifier are named', () => {
+    let p = variant('bit', (t) => {
+      for (const k of [...t.keys()]) if (/running_(mean|var)$/.test(k)) t.delete(k);
+    });
+    expect(errorOf(() => importModel(p))).toMatch(/^ImportError: bit\.safetensors: key '.*norm\d?\.weight' has no running_mean: GroupNorm \(BiT, resnetv2_\*x\*_bit\) checkpoints are not supported/);
+    p = variant('deep', (t) => {
+      t.set('stem.conv1.weight', t.get('stem.conv.weight')!);
+      t.delete('stem.conv.weight');
+    });
+    expect(errorOf(() => importModel(p))).toMatch(/key 'stem\.conv1\.weight': a deep stem \(resnetv2_\*d \/ \*t\) is not supported/);
+    p = variant('headless', (t) => {
+      t.delete('head.fc.weight');
+      t.delete('head.fc.bias');
+    });
+    expect(errorOf(() => importModel(p))).toMatch(/key 'head\.fc\.weight' is missing: a model without its classifier/);
+  });
+
+  it('files that are neither format say what they are', () => {
+    const zip = join(dir, 'model.pth');
+    writeFileSync(zip, Buffer.from('PK\x03\x04rest of a zip archive'));
+    expect(errorOf(() => importModel(zip))).toMatch(/^ImportError: model\.pth is a zip archive \(PyTorch's torch\.save format\?\)/);
+    const pickle = join(dir, 'model.pkl');
+    writeFileSync(pickle, Buffer.from([0x80, 0x04, 0x95, 0, 0, 0, 0, 0, 0, 0]));
+    expect(errorOf(() => importModel(pickle))).toMatch(/is a Python pickle; pickles run code/);
+    const other = join(dir, 'other.safetensors');
+    writeSafeTensors(other, [{ name: 'encoder.weight', shape: [2], values: () => new Float32Array(2) }]);
+    expect(errorOf(() => importModel(other))).toMatch(/other\.safetensors is a safetensors file, but neither a timm ResNetV2 state dict .* nor a resnet-onnx checkpoint \(it holds 'encoder\.weight'\)/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Fuzzing: truncations and byte flips (header and data) end in a clean error or a model
+
+function mulberry(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe('fuzzing the safetensors importer', () => {
+  it('truncations and byte flips of a real state dict never crash or hang', () => {
+    const bytes = readFileSync(files.get('basic')!.path);
+    const headerEnd = 8 + Number(bytes.readBigUInt64LE(0));
+    const path = join(dir, 'fuzz.safetensors');
+    const rnd = mulberry(99);
+    const outcome = (b: Uint8Array): 'ok' | 'error' => {
+      writeFileSync(path, b);
+      try {
+        const net = importModel(path);
+        try {
+          exportImported(net, { output: join(dir, 'fuzz.onnx') });
+        } finally {
+          net.close();
+        }
+        return 'ok';
+      } catch (e) {
+        if (e instanceof ImportError || e instanceof CheckpointError || e instanceof ConfigError) return 'error';
+        throw new Error(`not a clean error: ${(e as Error).stack}`);
+      }
+    };
+    const counts = { ok: 0, error: 0 };
+    for (let k = 0; k < 60; k++) {
+      const b = Uint8Array.from(bytes);
+      // Mostly in the JSON header (structure), some in the data.
+      const at = rnd() < 0.85 ? Math.floor(rnd() * headerEnd) : headerEnd + Math.floor(rnd() * (b.length - headerEnd));
+      b[at] = rnd() < 0.5 ? Math.floor(rnd() * 256) : b[at] ^ (1 << Math.floor(rnd() * 8));
+      counts[outcome(b)]++;
+    }
+    for (let k = 0; k < 15; k++) expect(outcome(bytes.subarray(0, Math.floor(rnd() * bytes.length)))).toBe('error');
+    expect(counts.error).toBeGreaterThan(0);
+  }, 300_000);
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// The CLI
+
+async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
+  const error = vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
+  try {
+    const code = await main(['node', 'resnet-onnx', ...args]);
+    return { code, out: out.join('\n'), err: err.join('\n') };
+  } finally {
+    log.mockRestore();
+    error.mockRestore();
+  }
+}
+
+describe('resnet-onnx import / export --weights with timm safetensors', () => {
+  it('import and export --weights write the same model; architecture flags conflict', async () => {
+    const { path } = files.get('bottleneck')!;
+    const a = join(dir, 'cli-a.onnx');
+    const r = await cli('import', path, '-o', a, '-q', '--probabilities');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^pre-act ResNet-17 \(ImageNet, 1000 classes, timm layout\)\nsource: timm resnetv2\.py/);
+    expect(r.out).toMatch(/note: 16 num_batches_tracked tensors ignored/);
+    const b = join(dir, 'cli-b.onnx');
+    expect((await cli('export', '--weights', path, '-o', b, '-q', '--probabilities')).code).toBe(0);
+    const inp = inputs[0];
+    const pa = (await runOnnx(a, inp.x, inp.shape, 'probabilities')).data;
+    expect(relDiff((await runOnnx(b, inp.x, inp.shape, 'probabilities')).data, pa)).toBe(0);
+    expect(Math.abs(pa.slice(0, 1000).reduce((s, v) => s + v, 0) - 1)).toBeLessThan(1e-5);
+    const c = await cli('export', '--depth', '50', '--weights', path, '-o', join(dir, 'c.onnx'));
+    expect(c.code).toBe(2);
+    expect(c.err).toMatch(/--depth conflicts with --weights .*: the architecture of a timm state dict comes from the file/);
+  }, 60_000);
+});
