@@ -2,7 +2,7 @@
 """Baseline for bench/latency.ts: the same network in PyTorch CPU eager (and via torch.onnx), timed.
 
 Builds the network from our resolved config with the independent reference in test/reference/preact_torch.py,
-swaps its checkpoint-shaped BatchNorm for torch.nn.BatchNorm2d (PyTorch's own fast path), and times
+swaps its checkpoint-shaped BatchNorm for torch.nn.BatchNorm2d (PyTorch's own fast path, in eval mode), and times
 `model(x)` under no_grad in eval mode. With --onnx-out, also writes the network through torch.onnx.export so
 the caller can time PyTorch's own ONNX export in onnxruntime. Prints one JSON line.
 """
@@ -17,20 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "reference"))
 import preact_torch  # noqa: E402
-
-
-def to_native_bn(module):
-    for name, child in module.named_children():
-        if isinstance(child, preact_torch.BatchNorm):
-            bn = torch.nn.BatchNorm2d(child.weight.numel(), eps=preact_torch.BN_EPS)
-            with torch.no_grad():
-                bn.weight.copy_(child.weight)
-                bn.bias.copy_(child.bias)
-                bn.running_mean.copy_(child.running_mean)
-                bn.running_var.copy_(child.running_var)
-            setattr(module, name, bn)
-        else:
-            to_native_bn(child)
+from train_step import native_batchnorm  # noqa: E402
 
 
 def main():
@@ -47,7 +34,7 @@ def main():
     with open(args.config) as f:
         cfg = json.load(f)
     model = preact_torch.PreActResNet(cfg)
-    to_native_bn(model)
+    native_batchnorm(model)
     model.eval()
     x = torch.randn(args.batch, cfg["inChannels"], args.size, args.size)
     times = []

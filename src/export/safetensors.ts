@@ -142,7 +142,8 @@ function toFloat32(buf: Buffer, dtype: SafeDType, where: string): Float32Array {
   }
 }
 
-function halfToFloat(h: number): number {
+/** IEEE 754 half precision (binary16) to a JS number. */
+export function halfToFloat(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
   const f = h & 0x3ff;

@@ -5,6 +5,7 @@
 // functions) is refused, never run. Storage data is not copied: storages are views into the file's bytes.
 
 import { readFileSync } from 'node:fs';
+import { halfToFloat } from '../export/safetensors.js';
 
 /** Any value a .t7 file can hold. Tables and torch objects keep identity, so cycles are representable. */
 export type T7Value = null | number | string | boolean | T7Table | T7Object | T7Tensor | T7Storage;
@@ -174,15 +175,6 @@ export class T7Tensor {
     }
     return out;
   }
-}
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * f * 2 ** -24;
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * (1 + f / 1024) * 2 ** (e - 15);
 }
 
 // torch7 File.lua's type tags.
