@@ -6,6 +6,7 @@ import { CliError, USER_ERRORS } from './common.js';
 import { exportCommand } from './export.js';
 import { importCommand } from './import.js';
 import { infoCommand } from './info.js';
+import { serveCommand } from './serve.js';
 import { trainCommand } from './train.js';
 
 export function program(): Command {
@@ -16,6 +17,7 @@ export function program(): Command {
   exportCommand(prog);
   infoCommand(prog);
   importCommand(prog);
+  serveCommand(prog);
   trainCommand(prog);
   return prog;
 }

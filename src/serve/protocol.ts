@@ -1,0 +1,22 @@
+// Messages between the server's main thread and its inference workers (src/serve/worker.ts).
+
+export interface WorkerInit {
+  modelPath: string;
+  intraOpThreads: number;
+  /** Input dims of the warm-up run, e.g. [1, 3, 320, 320]. */
+  warmupDims: number[];
+}
+
+export type ToWorker = { type: 'run'; id: number; data: Float32Array; dims: number[] } | { type: 'close' };
+
+export interface OutputTensor {
+  name: string;
+  dims: number[];
+  data: Float32Array;
+}
+
+export type FromWorker =
+  | { type: 'ready'; inputName: string; inputShape: (number | string)[]; outputs: { name: string; shape: (number | string)[] }[]; warmupMs: number }
+  | { type: 'result'; id: number; outputs: OutputTensor[]; ms: number }
+  | { type: 'error'; id: number; message: string }
+  | { type: 'fatal'; message: string };
