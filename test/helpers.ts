@@ -1,11 +1,15 @@
 // Shared test utilities: temp dirs, seeded inputs, onnxruntime runs, realistic BN statistics.
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { Graph } from '../src/graph/graph.js';
 import { rng } from '../src/graph/init.js';
 import { floatTensor } from '../src/graph/types.js';
+
+/** The real Lua Torch files in shared/ (beside the checkout, as in CI; /work/shared on the developers' machines). */
+export const T7_FIXTURES = [join(fileURLToPath(new URL('..', import.meta.url)), '..', 'shared', 'fixtures', 't7'), '/work/shared/fixtures/t7'].find((d) => existsSync(d)) ?? '../shared/fixtures/t7';
 
 export function tempDir(prefix = 'resnet-onnx-'): string {
   return mkdtempSync(join(tmpdir(), prefix));

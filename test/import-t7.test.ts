@@ -13,11 +13,11 @@ import { ImportError, T7Error, exportImported, importModel, importedGraph } from
 import { mapFbResNet } from '../src/import/fbresnet.js';
 import { T7Object, T7Storage, T7Tensor, type T7Value, readT7 } from '../src/import/t7.js';
 import { ConfigError } from '../src/models/config.js';
-import { relDiff, runOnnx, seededInput, tempDir } from './helpers.js';
+import { T7_FIXTURES, relDiff, runOnnx, seededInput, tempDir } from './helpers.js';
 
 const PYTHON = '/usr/bin/python3';
 const FB_REF = fileURLToPath(new URL('./reference/fb_preresnet_torch.py', import.meta.url));
-const FIXTURES = '/work/shared/fixtures/t7';
+const FIXTURES = T7_FIXTURES;
 const REL_TOL = 1e-4;
 
 function python(args: string[]): Promise<void> {

@@ -6,8 +6,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { T7Error, T7Object, T7Storage, T7Table, T7Tensor, type T7Value, readT7, readT7File } from '../src/import/t7.js';
 import { LuaObject, LuaStorage, LuaTable, LuaTensor, T7Writer, contiguous, t7 } from './t7-writer.js';
+import { T7_FIXTURES } from './helpers.js';
 
-const FIXTURES = '/work/shared/fixtures/t7';
+const FIXTURES = T7_FIXTURES;
 const fixture = (name: string): T7Value => readT7File(join(FIXTURES, name));
 
 function table(v: T7Value): T7Table {
