@@ -2,33 +2,16 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { main } from '../src/cli/main.js';
-import { tempDir } from './helpers.js';
+import { runCli, tempDir } from './helpers.js';
 
 const dir = tempDir();
-
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-  vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
-  const stderr = vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => (err.push(String(s)), true));
-  const stdout = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => (out.push(String(s)), true));
-  try {
-    const code = await main(['node', 'resnet-onnx', ...args]);
-    return { code, out: out.join('\n'), err: err.join('\n') };
-  } finally {
-    stderr.mockRestore();
-    stdout.mockRestore();
-  }
-}
 
 afterEach(() => vi.restoreAllMocks());
 
 describe('resnet-onnx export', () => {
   it('writes the model and says what it wrote', async () => {
     const out = join(dir, 'r20.onnx');
-    const r = await cli('export', '--depth', '20', '-o', out, '--quiet');
+    const r = await runCli('export', '--depth', '20', '-o', out, '--quiet');
     expect(r.code).toBe(0);
     expect(existsSync(out)).toBe(true);
     expect(r.out).toMatch(/pre-act ResNet-20 \(CIFAR-10, 10 classes\)/);
@@ -37,54 +20,54 @@ describe('resnet-onnx export', () => {
 
   it('writes a checkpoint that --weights reads back', async () => {
     const w = join(dir, 'r20.safetensors');
-    expect((await cli('export', '--depth', '20', '-o', join(dir, 'a.onnx'), '--save-weights', w, '-q')).code).toBe(0);
-    const r = await cli('export', '--depth', '20', '-o', join(dir, 'b.onnx'), '--weights', w, '-q');
+    expect((await runCli('export', '--depth', '20', '-o', join(dir, 'a.onnx'), '--save-weights', w, '-q')).code).toBe(0);
+    const r = await runCli('export', '--depth', '20', '-o', join(dir, 'b.onnx'), '--weights', w, '-q');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/weights checkpoint: r20\.safetensors/);
   });
 
   it('--depth 7 lists the valid depths of each family', async () => {
-    const r = await cli('export', '--depth', '7');
+    const r = await runCli('export', '--depth', '7');
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/no pre-activation ResNet has depth 7\. Valid depths: CIFAR \(cifar10, cifar100\): 20 \(basic\).*ImageNet: 18 \(basic\)/);
   });
 
   it('conflicting flags say which conflict', async () => {
-    let r = await cli('export', '--depth', '110', '--gate-bias', '-3');
+    let r = await runCli('export', '--depth', '110', '--gate-bias', '-3');
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/--gate-bias conflicts with --shortcut identity/);
-    r = await cli('export', '--depth', '50', '--stages', '3,4,6,3');
+    r = await runCli('export', '--depth', '50', '--stages', '3,4,6,3');
     expect(r.err).toMatch(/--depth and --stages conflict/);
-    r = await cli('export', '--depth', '164', '--projection', 'A');
+    r = await runCli('export', '--depth', '164', '--projection', 'A');
     expect(r.err).toMatch(/basic units only/);
-    r = await cli('export', '--depth', '20', '--weights', 'x.safetensors', '--save-weights', 'y.safetensors');
+    r = await runCli('export', '--depth', '20', '--weights', 'x.safetensors', '--save-weights', 'y.safetensors');
     expect(r.err).toMatch(/--weights and --save-weights conflict/);
   });
 
   it('malformed values and unknown choices list what is allowed', async () => {
-    let r = await cli('export', '--depth', 'abc');
+    let r = await runCli('export', '--depth', 'abc');
     expect(r.code).not.toBe(0);
     expect(r.err).toMatch(/--depth must be an integer >= 1, got 'abc'/);
-    r = await cli('export', '--depth', '20', '--variant', 'foo');
+    r = await runCli('export', '--depth', '20', '--variant', 'foo');
     expect(r.code).not.toBe(0);
     expect(r.err).toMatch(/Allowed choices are full-preact, original, bn-after-add, relu-before-add, relu-only-preact/);
-    r = await cli('export', '--depth', '20', '--opset', '9');
+    r = await runCli('export', '--depth', '20', '--opset', '9');
     expect(r.err).toMatch(/--opset must be an integer from 13 to 22/);
   });
 
   it('an unwritable output path says so', async () => {
-    let r = await cli('export', '--depth', '20', '-o', '/proc/forbidden/x.onnx', '-q');
+    let r = await runCli('export', '--depth', '20', '-o', '/proc/forbidden/x.onnx', '-q');
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/error: cannot write \/proc\/forbidden\/x\.onnx: directory \/proc\/forbidden does not exist/);
-    r = await cli('export', '--depth', '20', '-o', '/proc/x.onnx', '-q');
+    r = await runCli('export', '--depth', '20', '-o', '/proc/x.onnx', '-q');
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/error: cannot write \/proc\/x\.onnx: ENOENT/);
   });
 
   it('a checkpoint of another depth names the tensor', async () => {
     const w = join(dir, 'other.safetensors');
-    expect((await cli('export', '--depth', '20', '-o', join(dir, 'o.onnx'), '--save-weights', w, '-q')).code).toBe(0);
-    const r = await cli('export', '--depth', '32', '-o', join(dir, 'c.onnx'), '--weights', w, '-q');
+    expect((await runCli('export', '--depth', '20', '-o', join(dir, 'o.onnx'), '--save-weights', w, '-q')).code).toBe(0);
+    const r = await runCli('export', '--depth', '32', '-o', join(dir, 'c.onnx'), '--weights', w, '-q');
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/does not fit this network: tensor 'stage1\.unit4\.bn1\.weight' \[16\] is missing/);
   });
@@ -92,13 +75,13 @@ describe('resnet-onnx export', () => {
 
 describe('resnet-onnx info', () => {
   it('prints the layer table with totals', async () => {
-    const r = await cli('info', '--depth', '200', '--input-size', '320');
+    const r = await runCli('info', '--depth', '200', '--input-size', '320');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/stage3\s+36\s+256\s+1024\s+20x20/);
     expect(r.out).toMatch(/total\s+64,666,152\s+30,625,382,400/);
   });
   it('--json', async () => {
-    const r = await cli('info', '--depth', '1001', '--json');
+    const r = await runCli('info', '--depth', '1001', '--json');
     expect(JSON.parse(r.out).params).toBe(10_327_706);
   });
 });

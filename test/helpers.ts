@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { vi } from 'vitest';
+import { main } from '../src/cli/main.js';
 import type { Graph } from '../src/graph/graph.js';
 import { rng } from '../src/graph/init.js';
 import { floatTensor } from '../src/graph/types.js';
@@ -68,4 +70,22 @@ export function relDiff(a: Float32Array, b: Float32Array): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m / Math.max(1, maxAbs(b));
+}
+
+/** Runs the CLI in this process, capturing what it prints (console and the standard streams). */
+export async function runCli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const spies = [
+    vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' '))),
+    vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' '))),
+    vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => (err.push(String(s)), true)),
+    vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => (out.push(String(s)), true)),
+  ];
+  try {
+    const code = await main(['node', 'resnet-onnx', ...args]);
+    return { code, out: out.join('\n'), err: err.join('\n') };
+  } finally {
+    for (const s of spies) s.mockRestore();
+  }
 }

@@ -6,14 +6,13 @@ import { execFile } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { main } from '../src/cli/main.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { onnx } from '../src/export/proto.js';
 import { ImportError, T7Error, exportImported, importModel, importedGraph } from '../src/import/index.js';
 import { mapFbResNet } from '../src/import/fbresnet.js';
 import { T7Object, T7Storage, T7Tensor, type T7Value, readT7 } from '../src/import/t7.js';
 import { ConfigError } from '../src/models/config.js';
-import { T7_FIXTURES, relDiff, runOnnx, seededInput, tempDir } from './helpers.js';
+import { T7_FIXTURES, relDiff, runCli, runOnnx, seededInput, tempDir } from './helpers.js';
 
 const PYTHON = '/usr/bin/python3';
 const FB_REF = fileURLToPath(new URL('./reference/fb_preresnet_torch.py', import.meta.url));
@@ -279,26 +278,12 @@ describe('fuzzing the .t7 importer', () => {
 // ---------------------------------------------------------------------------------------------------------
 // The CLI
 
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-  const error = vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
-  try {
-    const code = await main(['node', 'resnet-onnx', ...args]);
-    return { code, out: out.join('\n'), err: err.join('\n') };
-  } finally {
-    log.mockRestore();
-    error.mockRestore();
-  }
-}
-
 describe('resnet-onnx import / export --weights with a .t7', () => {
   it('import writes the model; its checkpoint re-exports the same model without architecture flags', async () => {
     const { t7 } = files.get('released')!;
     const a = join(dir, 'cli-a.onnx');
     const ckpt = join(dir, 'cli.safetensors');
-    const r = await cli('import', t7, '-o', a, '--save-weights', ckpt, '-q');
+    const r = await runCli('import', t7, '-o', a, '--save-weights', ckpt, '-q');
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^pre-act ResNet-17 \(ImageNet, 1000 classes, fb\.resnet\.torch layout\)\nsource: fb\.resnet\.torch models\/preresnet\.lua module tree/);
@@ -306,10 +291,10 @@ describe('resnet-onnx import / export --weights with a .t7', () => {
     expect(r.out).toMatch(/weights imported: released\.t7/);
 
     const b = join(dir, 'cli-b.onnx');
-    const r2 = await cli('export', '--weights', ckpt, '-o', b, '-q');
+    const r2 = await runCli('export', '--weights', ckpt, '-o', b, '-q');
     expect(r2.code).toBe(0);
     const c = join(dir, 'cli-c.onnx');
-    expect((await cli('export', '--weights', t7, '-o', c, '-q')).code).toBe(0);
+    expect((await runCli('export', '--weights', t7, '-o', c, '-q')).code).toBe(0);
     const ma = metadataOf(a);
     for (const other of [b, c]) {
       const mb = metadataOf(other);
@@ -323,21 +308,21 @@ describe('resnet-onnx import / export --weights with a .t7', () => {
 
   it('architecture flags conflict with a .t7; unreadable files exit 2 with the reason', async () => {
     const { t7 } = files.get('current')!;
-    let r = await cli('export', '--depth', '50', '--weights', t7, '-o', join(dir, 'x.onnx'));
+    let r = await runCli('export', '--depth', '50', '--weights', t7, '-o', join(dir, 'x.onnx'));
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/--depth conflicts with --weights .*current\.t7: the architecture of a \.t7 model comes from the file/);
-    r = await cli('import', join(FIXTURES, 'function_upvals.t7'), '-o', join(dir, 'f.onnx'));
+    r = await runCli('import', join(FIXTURES, 'function_upvals.t7'), '-o', join(dir, 'f.onnx'));
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/^error: cannot import .*function_upvals\.t7: function_upvals\.t7: a serialised Lua function/);
-    r = await cli('import', join(dir, 'missing.t7'), '-o', join(dir, 'm.onnx'));
+    r = await runCli('import', join(dir, 'missing.t7'), '-o', join(dir, 'm.onnx'));
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/cannot open .*missing\.t7: ENOENT/);
   });
 
   it('export --weights takes a checkpoint\'s recorded architecture when no flags are given', async () => {
     const ckpt = join(dir, 'r20.safetensors');
-    expect((await cli('export', '--depth', '20', '--dataset', 'cifar100', '-o', join(dir, 'r20a.onnx'), '--save-weights', ckpt, '-q')).code).toBe(0);
-    const r = await cli('export', '--weights', ckpt, '-o', join(dir, 'r20b.onnx'), '-q');
+    expect((await runCli('export', '--depth', '20', '--dataset', 'cifar100', '-o', join(dir, 'r20a.onnx'), '--save-weights', ckpt, '-q')).code).toBe(0);
+    const r = await runCli('export', '--weights', ckpt, '-o', join(dir, 'r20b.onnx'), '-q');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^pre-act ResNet-20 \(CIFAR-100, 100 classes\)/);
     expect(r.out).toMatch(/weights checkpoint: r20\.safetensors/);

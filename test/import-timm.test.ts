@@ -6,13 +6,12 @@ import { execFile } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { main } from '../src/cli/main.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { onnx } from '../src/export/proto.js';
 import { CheckpointError, SafeTensorsFile, writeSafeTensors } from '../src/export/safetensors.js';
 import { ImportError, detectFormat, exportImported, importModel } from '../src/import/index.js';
 import { ConfigError } from '../src/models/config.js';
-import { relDiff, runOnnx, seededInput, tempDir } from './helpers.js';
+import { relDiff, runCli, runOnnx, seededInput, tempDir } from './helpers.js';
 
 const PYTHON = '/usr/bin/python3';
 const TIMM_REF = fileURLToPath(new URL('./reference/timm_resnetv2_torch.py', import.meta.url));
@@ -233,35 +232,21 @@ describe('fuzzing the safetensors importer', () => {
 // ---------------------------------------------------------------------------------------------------------
 // The CLI
 
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-  const error = vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
-  try {
-    const code = await main(['node', 'resnet-onnx', ...args]);
-    return { code, out: out.join('\n'), err: err.join('\n') };
-  } finally {
-    log.mockRestore();
-    error.mockRestore();
-  }
-}
-
 describe('resnet-onnx import / export --weights with timm safetensors', () => {
   it('import and export --weights write the same model; architecture flags conflict', async () => {
     const { path } = files.get('bottleneck')!;
     const a = join(dir, 'cli-a.onnx');
-    const r = await cli('import', path, '-o', a, '-q', '--probabilities');
+    const r = await runCli('import', path, '-o', a, '-q', '--probabilities');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^pre-act ResNet-17 \(ImageNet, 1000 classes, timm layout\)\nsource: timm resnetv2\.py/);
     expect(r.out).toMatch(/note: 16 num_batches_tracked tensors ignored/);
     const b = join(dir, 'cli-b.onnx');
-    expect((await cli('export', '--weights', path, '-o', b, '-q', '--probabilities')).code).toBe(0);
+    expect((await runCli('export', '--weights', path, '-o', b, '-q', '--probabilities')).code).toBe(0);
     const inp = inputs[0];
     const pa = (await runOnnx(a, inp.x, inp.shape, 'probabilities')).data;
     expect(relDiff((await runOnnx(b, inp.x, inp.shape, 'probabilities')).data, pa)).toBe(0);
     expect(Math.abs(pa.slice(0, 1000).reduce((s, v) => s + v, 0) - 1)).toBeLessThan(1e-5);
-    const c = await cli('export', '--depth', '50', '--weights', path, '-o', join(dir, 'c.onnx'));
+    const c = await runCli('export', '--depth', '50', '--weights', path, '-o', join(dir, 'c.onnx'));
     expect(c.code).toBe(2);
     expect(c.err).toMatch(/--depth conflicts with --weights .*: the architecture of a timm state dict comes from the file/);
   }, 60_000);

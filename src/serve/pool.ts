@@ -1,10 +1,7 @@
 // The inference workers: start them, hand a batch to an idle one, and replace one that dies.
 
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { spawnWorker } from '../util/worker.js';
 import type { Logger } from 'pino';
 import { ServeError } from './errors.js';
 import type { FromWorker, OutputTensor, ToWorker, WorkerInit } from './protocol.js';
@@ -31,20 +28,9 @@ interface Slot {
   job?: { id: number; resolve: (r: { outputs: OutputTensor[]; ms: number }) => void; reject: (e: Error) => void };
 }
 
-/**
- * Creates the worker thread. Built code runs dist/src/serve/worker.js directly; under tsx or vitest (the
- * sources) the worker first registers tsx, which Node 20 does not apply to workers from execArgv.
- */
+/** Creates the worker thread (src/serve/worker.ts, or its built .js). */
 function spawn(init: WorkerInit): Worker {
-  const ts = import.meta.url.endsWith('.ts');
-  const url = new URL(ts ? './worker.ts' : './worker.js', import.meta.url);
-  if (!ts) return new Worker(url, { workerData: init });
-  // tsx's ESM entry (its CommonJS one cannot register hooks from a worker), located through its package.json.
-  const pkgPath = createRequire(import.meta.url).resolve('tsx/package.json');
-  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as { exports: Record<string, { import: { default: string } }> };
-  const tsxApi = pathToFileURL(join(dirname(pkgPath), pkg.exports['./esm/api'].import.default)).href;
-  const boot = `import(${JSON.stringify(tsxApi)}).then((m) => m.register()).then(() => import(${JSON.stringify(url.href)}))`;
-  return new Worker(boot, { eval: true, workerData: init });
+  return spawnWorker(import.meta.url, 'worker', init);
 }
 
 export class WorkerPool {

@@ -1,10 +1,7 @@
 // Batches for training and evaluation, decoded and augmented in a worker thread while onnxruntime blocks this one.
 
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { spawnWorker } from '../util/worker.js';
 import { rng } from '../graph/init.js';
 import { augment, defaultAugmentation, defaultNormalisation, outputSize, sampleRandom, validateAugmentation, type Augmentation, type AugmentMode, type Normalisation } from './augment.js';
 import { DatasetError, isInMemory, type Dataset, type DatasetSource, type Sample, type Split } from './datasets.js';
@@ -235,17 +232,7 @@ function deserializeError(s: SerializedError): Error {
  * (src/serve/pool.ts starts its workers the same way.)
  */
 function spawn(init: LoaderWorkerInit): Worker {
-  const ts = import.meta.url.endsWith('.ts');
-  const url = new URL(ts ? './loader-worker.ts' : './loader-worker.js', import.meta.url);
-  // Workers inherit the process's flags; `--input-type` (node -e scripts) makes a worker refuse to start.
-  const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
-  if (!ts) return new Worker(url, { workerData: init, execArgv });
-  // tsx's ESM entry (its CommonJS one cannot register hooks from a worker), located through its package.json.
-  const pkgPath = createRequire(import.meta.url).resolve('tsx/package.json');
-  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as { exports: Record<string, { import: { default: string } }> };
-  const tsxApi = pathToFileURL(join(dirname(pkgPath), pkg.exports['./esm/api'].import.default)).href;
-  const boot = `import(${JSON.stringify(tsxApi)}).then((m) => m.register()).then(() => import(${JSON.stringify(url.href)}))`;
-  return new Worker(boot, { eval: true, workerData: init, execArgv });
+  return spawnWorker(import.meta.url, 'loader-worker', init);
 }
 
 interface Waiter {
