@@ -1,11 +1,13 @@
 // Shared test utilities: temp dirs, seeded inputs, onnxruntime runs, realistic BN statistics.
-import { existsSync, mkdtempSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { vi } from 'vitest';
 import { main } from '../src/cli/main.js';
+import { onnx } from '../src/export/proto.js';
 import type { Graph } from '../src/graph/graph.js';
 import { rng } from '../src/graph/init.js';
 import { floatTensor } from '../src/graph/types.js';
@@ -88,4 +90,29 @@ export async function runCli(...args: string[]): Promise<{ code: number; out: st
   } finally {
     for (const s of spies) s.mockRestore();
   }
+}
+
+/** Debian's python3, which has torch, onnx and cv2 (another python3 may shadow it on PATH). */
+export const PYTHON = '/usr/bin/python3';
+
+/** Runs a Python reference script; rejects with what it printed. */
+export function python(args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(PYTHON, args, { maxBuffer: 1 << 24, env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' } }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${args[0]} failed: ${stderr || stdout || err.message}`));
+      else resolve();
+    });
+  });
+}
+
+/** A raw little-endian float32 file. */
+export function readFloats(path: string): Float32Array {
+  const b = readFileSync(path);
+  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
+}
+
+/** An ONNX file's metadata_props. */
+export function metadataOf(path: string): Record<string, string> {
+  const m = onnx.ModelProto.decode(readFileSync(path));
+  return Object.fromEntries((m.metadataProps ?? []).map((p) => [p.key ?? '', p.value ?? '']));
 }

@@ -2,41 +2,20 @@
 // (test/reference/fb_preresnet_torch.py) writes a real .t7 with the nn/cudnn module tree of preresnet.lua and
 // runs the same tree in PyTorch; we import it, export ONNX, and compare onnxruntime's logits at 224 and 320.
 // Then: metadata, the CLI, errors that name the module path, and fuzzing of the importer on a real model file.
-import { execFile } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { onnx } from '../src/export/proto.js';
 import { ImportError, T7Error, exportImported, importModel, importedGraph } from '../src/import/index.js';
 import { mapFbResNet } from '../src/import/fbresnet.js';
 import { T7Object, T7Storage, T7Tensor, type T7Value, readT7 } from '../src/import/t7.js';
+import { rng } from '../src/graph/init.js';
 import { ConfigError } from '../src/models/config.js';
-import { T7_FIXTURES, relDiff, runCli, runOnnx, seededInput, tempDir } from './helpers.js';
+import { metadataOf, python, readFloats, relDiff, runCli, runOnnx, seededInput, T7_FIXTURES, tempDir } from './helpers.js';
 
-const PYTHON = '/usr/bin/python3';
 const FB_REF = fileURLToPath(new URL('./reference/fb_preresnet_torch.py', import.meta.url));
 const FIXTURES = T7_FIXTURES;
 const REL_TOL = 1e-4;
-
-function python(args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(PYTHON, args, { maxBuffer: 1 << 24, env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' } }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${args[0]} failed: ${stderr || stdout || err.message}`));
-      else resolve();
-    });
-  });
-}
-
-function readFloats(path: string): Float32Array {
-  const b = readFileSync(path);
-  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
-}
-
-function metadataOf(path: string): Record<string, string> {
-  const m = onnx.ModelProto.decode(readFileSync(path));
-  return Object.fromEntries((m.metadataProps ?? []).map((p) => [p.key ?? '', p.value ?? '']));
-}
 
 const SHAPES = [
   [2, 3, 224, 224],
@@ -212,17 +191,6 @@ describe('what does not fit is an error naming the module path', () => {
 // Fuzzing the importer on a real model file: flips in the file's structure (not in weight data, where a flip
 // only changes a value) and truncations end in a clean error or a model, never a crash or a hang.
 
-function mulberry(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const CLEAN = [T7Error, ImportError, ConfigError];
 
 function importBytes(bytes: Uint8Array): 'ok' | 'error' {
@@ -262,7 +230,7 @@ describe('fuzzing the .t7 importer', () => {
     for (let i = pos; i < bytes.length; i++) structure.push(i);
     expect(structure.length).toBeGreaterThan(10_000);
 
-    const rnd = mulberry(777);
+    const rnd = rng(777, 'fuzz');
     const outcomes = { ok: 0, error: 0 };
     for (let k = 0; k < 100; k++) {
       const b = Uint8Array.from(bytes);

@@ -2,39 +2,18 @@
 // (test/reference/timm_resnetv2_torch.py) has timm's module names, so its state dict has the real key layout
 // (num_batches_tracked included); we import the file it writes, export ONNX, and compare onnxruntime's logits
 // at 224 and 320. Then: metadata (mean = std = 0.5), the CLI, errors naming the key, fuzzing.
-import { execFile } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { onnx } from '../src/export/proto.js';
 import { CheckpointError, SafeTensorsFile, writeSafeTensors } from '../src/export/safetensors.js';
 import { ImportError, detectFormat, exportImported, importModel } from '../src/import/index.js';
+import { rng } from '../src/graph/init.js';
 import { ConfigError } from '../src/models/config.js';
-import { relDiff, runCli, runOnnx, seededInput, tempDir } from './helpers.js';
+import { metadataOf, python, readFloats, relDiff, runCli, runOnnx, seededInput, tempDir } from './helpers.js';
 
-const PYTHON = '/usr/bin/python3';
 const TIMM_REF = fileURLToPath(new URL('./reference/timm_resnetv2_torch.py', import.meta.url));
 const REL_TOL = 1e-4;
-
-function python(args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(PYTHON, args, { maxBuffer: 1 << 24, env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' } }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${args[0]} failed: ${stderr || stdout || err.message}`));
-      else resolve();
-    });
-  });
-}
-
-function readFloats(path: string): Float32Array {
-  const b = readFileSync(path);
-  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
-}
-
-function metadataOf(path: string): Record<string, string> {
-  const m = onnx.ModelProto.decode(readFileSync(path));
-  return Object.fromEntries((m.metadataProps ?? []).map((p) => [p.key ?? '', p.value ?? '']));
-}
 
 function errorOf(f: () => unknown): string {
   try {
@@ -184,23 +163,12 @@ describe('what does not fit is an error naming the key', () => {
 // ---------------------------------------------------------------------------------------------------------
 // Fuzzing: truncations and byte flips (header and data) end in a clean error or a model
 
-function mulberry(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('fuzzing the safetensors importer', () => {
   it('truncations and byte flips of a real state dict never crash or hang', () => {
     const bytes = readFileSync(files.get('basic')!.path);
     const headerEnd = 8 + Number(bytes.readBigUInt64LE(0));
     const path = join(dir, 'fuzz.safetensors');
-    const rnd = mulberry(99);
+    const rnd = rng(99, 'fuzz');
     const outcome = (b: Uint8Array): 'ok' | 'error' => {
       writeFileSync(path, b);
       try {

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { T7Error, T7Object, T7Storage, T7Table, T7Tensor, type T7Value, readT7, readT7File } from '../src/import/t7.js';
 import { LuaObject, LuaStorage, LuaTable, LuaTensor, T7Writer, contiguous, t7 } from './t7-writer.js';
 import { T7_FIXTURES } from './helpers.js';
+import { rng } from '../src/graph/init.js';
 
 const FIXTURES = T7_FIXTURES;
 const fixture = (name: string): T7Value => readT7File(join(FIXTURES, name));
@@ -277,17 +278,6 @@ describe('hostile input', () => {
 // Fuzzing: truncations and byte flips never crash (only T7Error) and never hang (each parse is linear in the
 // file; the test timeout bounds the whole run).
 
-function mulberry(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Parses, then materialises every tensor reachable from the result (views were bounds-checked on load). */
 function parseAndTouch(bytes: Uint8Array): 'ok' | 'error' {
   let v: T7Value;
@@ -339,7 +329,7 @@ describe('fuzzing', () => {
   });
 
   it('random byte flips never crash and never hang', { timeout: 120_000 }, () => {
-    const rnd = mulberry(12345);
+    const rnd = rng(12345, 'fuzz');
     let outcomes = { ok: 0, error: 0 };
     for (const [, bytes] of files) {
       for (let k = 0; k < 1500; k++) {

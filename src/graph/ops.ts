@@ -729,10 +729,10 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       return [{ dtype: x.dtype, shape }];
     },
     // Puts dY back where the slice took it from: zeros interleaved for steps > 1, then zero padding around.
-    grad({ b, inputs: [x, startsIn, endsIn, axesIn, stepsIn], dOut: [dy] }) {
+    // The slice's length on each axis is dY's, so only starts and steps are needed.
+    grad({ b, inputs: [x, startsIn, , axesIn, stepsIn], dOut: [dy] }) {
       const shape = concrete(x!.shape, 'Slice grad');
       const starts = concreteInt64(startsIn!, 'starts');
-      const ends = concreteInt64(endsIn!, 'ends');
       const axes = axesIn ? concreteInt64(axesIn, 'axes') : starts.map((_, i) => i);
       const steps = stepsIn ? concreteInt64(stepsIn, 'steps') : starts.map(() => 1);
       let g = dy!;
