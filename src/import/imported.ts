@@ -11,6 +11,7 @@ import type { ResNetConfig } from '../models/config.js';
 import type { Preprocessing } from '../models/labels.js';
 import { buildResNet } from '../models/preact.js';
 import { packageVersion } from '../util/paths.js';
+import type { ExportReport } from '../export/inference.js';
 
 /** A file that cannot be imported: the message names the module path or key and what was expected. */
 export class ImportError extends Error {
@@ -73,14 +74,8 @@ export interface ImportExportOptions {
   progress?: (written: number, total: number) => void;
 }
 
-export interface ImportReport {
-  path: string;
-  bytes: number;
-  parameters: number;
-  nodes: number;
-  foldedBatchNorms: number;
-  weights: string;
-}
+/** What an import wrote: the same report as an export's. */
+export type ImportReport = ExportReport;
 
 /** Metadata every model built from imported weights carries, beyond the usual (see README). */
 export const SOURCE_KEY = 'source';
