@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { vi } from 'vitest';
+import { expect, vi } from 'vitest';
 import { main } from '../src/cli/main.js';
 import { onnx } from '../src/export/proto.js';
 import type { Graph } from '../src/graph/graph.js';
@@ -115,4 +115,15 @@ export function readFloats(path: string): Float32Array {
 export function metadataOf(path: string): Record<string, string> {
   const m = onnx.ModelProto.decode(readFileSync(path));
   return Object.fromEntries((m.metadataProps ?? []).map((p) => [p.key ?? '', p.value ?? '']));
+}
+
+/** Runs `model` on each input and checks its logits against a reference's raw float32 file, to `tol` relative. */
+export async function expectMatchesReference(model: string, inputs: readonly { x: Float32Array; shape: number[] }[], refs: readonly string[], label: string, tol: number): Promise<void> {
+  for (const [k, inp] of inputs.entries()) {
+    const got = (await runOnnx(model, inp.x, inp.shape)).data;
+    const ref = readFloats(refs[k]);
+    expect(got.length).toBe(ref.length);
+    const rel = relDiff(got, ref);
+    expect(rel, `${label} @ ${inp.shape.join('x')}: relative difference ${rel.toExponential(2)}`).toBeLessThanOrEqual(tol);
+  }
 }

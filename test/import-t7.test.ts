@@ -11,7 +11,7 @@ import { mapFbResNet } from '../src/import/fbresnet.js';
 import { T7Object, T7Storage, T7Tensor, type T7Value, readT7 } from '../src/import/t7.js';
 import { rng } from '../src/graph/init.js';
 import { ConfigError } from '../src/models/config.js';
-import { metadataOf, python, readFloats, relDiff, runCli, runOnnx, seededInput, T7_FIXTURES, tempDir } from './helpers.js';
+import { expectMatchesReference, metadataOf, python, relDiff, runCli, runOnnx, seededInput, T7_FIXTURES, tempDir } from './helpers.js';
 
 const FB_REF = fileURLToPath(new URL('./reference/fb_preresnet_torch.py', import.meta.url));
 const FIXTURES = T7_FIXTURES;
@@ -85,13 +85,7 @@ describe('fb.resnet.torch .t7 -> ONNX matches the module tree run in PyTorch', (
         const out = join(dir, `${c.variant}.${fold}.onnx`);
         const report = exportImported(net, { output: out, fold });
         expect(report.foldedBatchNorms > 0).toBe(fold);
-        for (const [k, inp] of inputs.entries()) {
-          const got = (await runOnnx(out, inp.x, inp.shape)).data;
-          const ref = readFloats(refs[k]);
-          expect(got.length).toBe(ref.length);
-          const rel = relDiff(got, ref);
-          expect(rel, `${c.name} @ ${inp.shape.join('x')} (fold ${fold}): relative difference ${rel.toExponential(2)}`).toBeLessThanOrEqual(REL_TOL);
-        }
+        await expectMatchesReference(out, inputs, refs, `${c.name} (fold ${fold})`, REL_TOL);
         rmSync(out);
       }
       net.close();

@@ -10,7 +10,7 @@ import { CheckpointError, SafeTensorsFile, writeSafeTensors } from '../src/expor
 import { ImportError, detectFormat, exportImported, importModel } from '../src/import/index.js';
 import { rng } from '../src/graph/init.js';
 import { ConfigError } from '../src/models/config.js';
-import { metadataOf, python, readFloats, relDiff, runCli, runOnnx, seededInput, tempDir } from './helpers.js';
+import { expectMatchesReference, metadataOf, python, relDiff, runCli, runOnnx, seededInput, tempDir } from './helpers.js';
 
 const TIMM_REF = fileURLToPath(new URL('./reference/timm_resnetv2_torch.py', import.meta.url));
 const REL_TOL = 1e-4;
@@ -75,13 +75,7 @@ describe('timm ResNetV2 safetensors -> ONNX matches the PyTorch ResNetV2', () =>
       for (const fold of [true, false]) {
         const out = join(dir, `${c.unit}.${fold}.onnx`);
         exportImported(net, { output: out, fold });
-        for (const [k, inp] of inputs.entries()) {
-          const got = (await runOnnx(out, inp.x, inp.shape)).data;
-          const ref = readFloats(refs[k]);
-          expect(got.length).toBe(ref.length);
-          const rel = relDiff(got, ref);
-          expect(rel, `${c.name} @ ${inp.shape.join('x')} (fold ${fold}): relative difference ${rel.toExponential(2)}`).toBeLessThanOrEqual(REL_TOL);
-        }
+        await expectMatchesReference(out, inputs, refs, `${c.name} (fold ${fold})`, REL_TOL);
         rmSync(out);
       }
       net.close();
