@@ -86,6 +86,12 @@ const CASES: Case[] = [
   { name: 'Conv 1x1 stride 2 (projection), even size', inputs: { x: [2, 4, 6, 6], w: [8, 4, 1, 1] }, build: (b, v) => conv(b, v.x, v.w, { kernel_shape: [1, 1], strides: [2, 2], pads: [0, 0, 0, 0] }) },
   { name: 'Conv 1x1 stride 2, odd size', inputs: { x: [1, 3, 7, 7], w: [2, 3, 1, 1] }, build: (b, v) => conv(b, v.x, v.w, { kernel_shape: [1, 1], strides: [2, 2], pads: [0, 0, 0, 0] }) },
   { name: 'Conv 7x7 stride 2 pad 3 (ImageNet stem)', inputs: { x: [1, 3, 11, 13], w: [4, 3, 7, 7] }, build: (b, v) => conv(b, v.x, v.w, { kernel_shape: [7, 7], strides: [2, 2], pads: [3, 3, 3, 3] }) },
+  // dW has three formulations: wide rows at stride 1, taps cut from NCHW (W >= C) or NHWC (W < C) when strided.
+  { name: 'Conv 3x3 stride 1 pad 1, more channels than columns', inputs: { x: [2, 6, 5, 4], w: [3, 6, 3, 3] }, build: (b, v) => conv(b, v.x, v.w, { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }) },
+  { name: 'Conv 3x1 stride 1, asymmetric pads', inputs: { x: [2, 3, 5, 4], w: [2, 3, 3, 1] }, build: (b, v) => conv(b, v.x, v.w, { kernel_shape: [3, 1], pads: [2, 0, 0, 1] }) },
+  { name: 'Conv 3x3 stride 2 pad 1, odd size, more channels than columns', inputs: { x: [2, 5, 7, 3], w: [4, 5, 3, 3] }, build: (b, v) => conv(b, v.x, v.w, { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }) },
+  { name: 'Conv 1x1 stride 1 (bottleneck)', inputs: { x: [2, 3, 4, 5], w: [4, 3, 1, 1] }, build: (b, v) => conv(b, v.x, v.w, { kernel_shape: [1, 1], pads: [0, 0, 0, 0] }) },
+  { name: 'Conv 1x1 stride 2, more channels than columns', inputs: { x: [2, 6, 4, 3], w: [2, 6, 1, 1] }, build: (b, v) => conv(b, v.x, v.w, { kernel_shape: [1, 1], strides: [2, 2], pads: [0, 0, 0, 0] }) },
   { name: 'Conv 3x3 no padding', inputs: { x: [2, 2, 6, 5], w: [3, 2, 3, 3] }, build: (b, v) => conv(b, v.x, v.w, { kernel_shape: [3, 3] }) },
   {
     name: 'BatchNormalization (inference form, all five inputs)',

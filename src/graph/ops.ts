@@ -125,13 +125,14 @@ function batchNormTrainingGrad(b: GraphBuilder, x: Value, gamma: Value, mean: Va
 }
 
 /**
- * dW of a Conv, dW[m, c, i, j] = sum over n, h, w of dY[n, m, h, w] * Xpad[n, c, s*h + i, s*w + j].
- * Small kernels: im2col by hand, X once to NHWC and padded, then per kernel offset one strided Slice viewed as
- * [N*H'*W', C] and one MatMul with dY^T [M, N*H'*W'] (about 2x faster here than the Conv formulation, which
- * onnxruntime runs as a conv with an H'xW' kernel). Large kernels (the 7x7 stem): a Conv over the batch axis.
+ * dW of a Conv, dW[m, c, i, j] = sum over n, h, w of dY[n, m, h, w] * Xpad[n, c, s*h + i, s*w + j], by im2col
+ * and one batched GEMM per layer, keeping X and dY in their NCHW layout. Measured per layer on the CIFAR shapes
+ * (batch 128, 2 threads, scratch microbenchmarks of onnxruntime kernel time): 2-4x faster than the earlier one
+ * GEMM [M, NH'W'] x [NH'W', C] per tap on NHWC slices, and than the Conv formulation (a conv with an H'xW'
+ * kernel over the batch axis), which stays for large kernels (the 7x7 stem).
  */
 function convWeightGrad(b: GraphBuilder, x: Value, dy: Value, kernel: number[], strides: readonly number[], pads: readonly number[]): Value {
-  const [n, c, , ] = concrete(x.shape, 'Conv grad');
+  const [n, c, , w] = concrete(x.shape, 'Conv grad');
   const [, m, ho, wo] = concrete(dy.shape, 'Conv grad');
   const [kh, kw] = kernel;
   const t = (v: Value, perm: number[], name: string): Value => b.op1('Transpose', [v], { perm }, { name: b.fresh(name) });
@@ -141,25 +142,53 @@ function convWeightGrad(b: GraphBuilder, x: Value, dy: Value, kernel: number[], 
     if (zh !== kh || zw !== kw) z = b.op1('Slice', [z, i64(b, [0, 0]), i64(b, [kh, kw]), i64(b, [2, 3])], {}, { name: b.fresh('dw_crop') });
     return t(z, [1, 0, 2, 3], 'dw');
   }
-  const rows = n * ho * wo;
-  const dyT = reshape(b, t(dy, [1, 0, 2, 3], 'dy_t'), [m, rows], 'dy_rows');
-  let xn = t(x, [0, 2, 3, 1], 'x_nhwc');
-  if (pads.some((p) => p !== 0)) xn = b.op1('Pad', [xn, i64(b, [0, pads[0], pads[1], 0, 0, pads[2], pads[3], 0])], { mode: 'constant' }, { name: b.fresh('x_pad') });
-  const parts: Value[] = [];
+  const pad = (v: Value, spec: number[], name: string): Value => (spec.some((p) => p !== 0) ? b.op1('Pad', [v, i64(b, spec)], { mode: 'constant' }, { name: b.fresh(name) }) : v);
+  if (strides.every((st) => st === 1)) {
+    // Wide rows: with X padded to [Hp, Wp] and flattened, tap (i, j) of output pixel q = h*Wp + w is element
+    // q + i*Wp + j. Row offsets come from X: kh contiguous slices X_i = Xflat[i*Wp, i*Wp + Ho*Wp). Column
+    // offsets come from dY: dY widened to rows of Wp (zeros in the kw-1 extra columns) and shifted right by j
+    // in the flattened order, which only moves zeros across row ends. Then [dY_0; ..; dY_kw-1] x [X_0; ..]^T
+    // per image gives all kh*kw taps, [kw*M, kh*C], with no short-run copies of the 9x im2col matrix.
+    const xp = pad(x, [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]], 'x_pad');
+    const [, , hp, wp] = concrete(xp.shape, 'Conv grad');
+    const k = ho * wp;
+    const xFlat = reshape(b, xp, [n, c, hp * wp], 'x_flat');
+    const rows = Array.from({ length: kh }, (_, i) => (kh === 1 ? xFlat : b.op1('Slice', [xFlat, i64(b, [i * wp]), i64(b, [i * wp + k]), i64(b, [2])], {}, { name: b.fresh('x_rows') })));
+    const dyWide = reshape(b, pad(dy, [0, 0, 0, 0, 0, 0, 0, kw - 1], 'dy_wide'), [n, m, k], 'dy_flat');
+    const cols = Array.from({ length: kw }, (_, j) => pad(dyWide, [0, 0, j, 0, 0, -j], 'dy_shift'));
+    const cat = (vs: Value[], name: string): Value => (vs.length === 1 ? vs[0] : b.op1('Concat', vs, { axis: 1 }, { name: b.fresh(name) }));
+    const prod = op(b, 'MatMul', [cat(cols, 'dy_cols'), t(cat(rows, 'x_cols'), [0, 2, 1], 'x_cols_t')]); // [N, kw*M, kh*C]
+    const summed = reduceSum(b, prod, [0], false, 'dw_sum');
+    return t(reshape(b, summed, [kw, m, kh, c], 'dw_taps'), [1, 3, 2, 0], 'dw');
+  }
+  // Strided: per kernel offset one strided Slice of the padded X gives that tap's [H'W', C] matrix per image,
+  // cut from X in NCHW when rows are long (W >= C: no transpose; Transpose + MatMul becomes one transposed GEMM
+  // in onnxruntime), else from X transposed once to NHWC (long channel runs).
+  const dyRows = reshape(b, dy, [n, m, ho * wo], 'dy_rows');
+  const nchw = w >= c;
+  // Spatial axes of the layout the taps are cut from, and X padded in it.
+  const [ah, aw] = nchw ? [2, 3] : [1, 2];
+  const spec = new Array<number>(8).fill(0);
+  [spec[ah], spec[aw], spec[ah + 4], spec[aw + 4]] = pads;
+  const xs = pad(nchw ? x : t(x, [0, 2, 3, 1], 'x_nhwc'), spec, 'x_pad');
+  const taps: Value[] = [];
   for (let i = 0; i < kh; i++) {
     for (let j = 0; j < kw; j++) {
-      const shifted = b.op1(
-        'Slice',
-        [xn, i64(b, [i, j]), i64(b, [i + strides[0] * (ho - 1) + 1, j + strides[1] * (wo - 1) + 1]), i64(b, [1, 2]), i64(b, [strides[0], strides[1]])],
-        {},
-        { name: b.fresh('x_shift') },
-      );
-      const product = op(b, 'MatMul', [dyT, reshape(b, shifted, [rows, c], 'x_rows')]);
-      parts.push(kh * kw === 1 ? product : reshape(b, product, [m, c, 1], 'tap'));
+      const [eh, ew] = [i + strides[0] * (ho - 1) + 1, j + strides[1] * (wo - 1) + 1];
+      taps.push(b.op1('Slice', [xs, i64(b, [i, j]), i64(b, [eh, ew]), i64(b, [ah, aw]), i64(b, [...strides])], {}, { name: b.fresh('x_tap') }));
     }
   }
-  const stacked = parts.length === 1 ? parts[0] : b.op1('Concat', parts, { axis: 2 }, { name: b.fresh('taps') });
-  return reshape(b, stacked, [m, c, kh, kw], 'dw');
+  let perImage: Value; // [N, M, taps*C], tap-major
+  if (nchw) {
+    const cols = taps.length === 1 ? taps[0] : b.op1('Concat', taps, { axis: 1 }, { name: b.fresh('cols') });
+    perImage = op(b, 'MatMul', [dyRows, t(reshape(b, cols, [n, taps.length * c, ho * wo], 'cols_rows'), [0, 2, 1], 'cols_t')]);
+  } else {
+    const products = taps.map((tap) => op(b, 'MatMul', [dyRows, reshape(b, tap, [n, ho * wo, c], 'tap_rows')]));
+    perImage = products.length === 1 ? products[0] : b.op1('Concat', products, { axis: 2 }, { name: b.fresh('taps') });
+  }
+  const summed = reduceSum(b, perImage, [0], false, 'dw_sum');
+  if (kh * kw === 1) return reshape(b, summed, [m, c, 1, 1], 'dw');
+  return t(reshape(b, summed, [m, kh, kw, c], 'dw_taps'), [0, 3, 1, 2], 'dw');
 }
 
 /** need() under another name, for gradient rules, whose context calls its own field `need`. */
@@ -346,8 +375,9 @@ export const OPS: Readonly<Record<string, OpDef>> = {
     attrs: {},
     inputs: [1, 1],
     infer: same,
-    // y = max(x, 0) >= 0, so Sign(y) is the 0/1 mask of where x > 0.
-    grad: ({ b, outputs: [y], dOut: [dy] }) => [op(b, 'Mul', [dy!, op(b, 'Sign', [y])])],
+    // dX = dY where y > 0 (x > 0), else 0: a Greater mask cast to float (twice as fast here as Sign(y), the
+    // earlier mask, and faster than Where).
+    grad: ({ b, outputs: [y], dOut: [dy] }) => [op(b, 'Mul', [dy!, b.op1('Cast', [op(b, 'Greater', [y, f32(b, 0)])], { to: ONNX_DTYPE.float32 }, { name: b.fresh('mask') })])],
   },
   Sign: { attrs: {}, inputs: [1, 1], infer: same },
   Sigmoid: {
@@ -449,6 +479,24 @@ export const OPS: Readonly<Record<string, OpDef>> = {
     infer(inputs) {
       const [t] = elementwise(inputs);
       return [{ dtype: 'bool', shape: t.shape }];
+    },
+  },
+  Greater: {
+    attrs: {},
+    inputs: [2, 2],
+    infer(inputs) {
+      const [t] = elementwise(inputs);
+      return [{ dtype: 'bool', shape: t.shape }];
+    },
+  },
+  Where: {
+    attrs: {},
+    inputs: [3, 3],
+    infer(inputs) {
+      const cond = req(inputs[0], 'condition');
+      need(cond.dtype === 'bool', `condition must be bool, got ${typeText(cond)}`);
+      const [t] = elementwise([inputs[1], inputs[2]]);
+      return [{ dtype: t.dtype, shape: broadcastShapes(cond.shape, t.shape) }];
     },
   },
   ArgMax: {
