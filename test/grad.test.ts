@@ -120,6 +120,11 @@ const CASES: Case[] = [
     inputs: { x: [2, 3, 7, 6] },
     build: (b, v) => b.op1('Slice', [v.x, i64(b, 's', [0, 0]), i64(b, 'e', [1e9, 1e9]), i64(b, 'a', [2, 3]), i64(b, 'st', [2, 2])], {}, { name: 'op' }),
   },
+  {
+    name: 'Slice with offsets, steps 3 and 2 on spatial axes and a channel range',
+    inputs: { x: [2, 4, 7, 8] },
+    build: (b, v) => b.op1('Slice', [v.x, i64(b, 's', [1, 1, 2]), i64(b, 'e', [3, 7, 7]), i64(b, 'a', [1, 2, -1]), i64(b, 'st', [1, 3, 2])], {}, { name: 'op' }),
+  },
   { name: 'Slice with offsets and step 3', inputs: { x: [2, 10] }, build: (b, v) => b.op1('Slice', [v.x, i64(b, 's', [1]), i64(b, 'e', [9]), i64(b, 'a', [1]), i64(b, 'st', [3])], {}, { name: 'op' }) },
   { name: 'Concat', inputs: { x: [2, 3, 2], y: [2, 1, 2] }, build: (b, v) => b.op1('Concat', [v.x, v.y], { axis: 1 }, { name: 'op' }) },
   { name: 'Softmax', inputs: { x: [3, 5] }, build: (b, v) => b.op1('Softmax', [v.x], { axis: 1 }, { name: 'op' }) },

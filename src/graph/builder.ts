@@ -37,8 +37,6 @@ export interface OpOptions {
   outputs?: number | readonly string[];
   /** Name the (single) output value this exact global name instead of the node's name. */
   outputName?: string;
-  /** See Node.gradHint. */
-  gradHint?: Node['gradHint'];
 }
 
 export interface ParamOptions {
@@ -223,7 +221,7 @@ export class GraphBuilder {
     for (const n of outNames) if (n !== nodeName) this.claim(n);
     if (outNames.includes(nodeName)) this.claim(nodeName);
     this.nodeNames.add(nodeName);
-    this.nodes.push({ op: type, name: nodeName, inputs: inputs.map((v) => (v ? v.name : '')), outputs: outNames, attrs, ...(opts.gradHint ? { gradHint: opts.gradHint } : {}) });
+    this.nodes.push({ op: type, name: nodeName, inputs: inputs.map((v) => (v ? v.name : '')), outputs: outNames, attrs });
     return outNames.map((n, i) => {
       this.types.set(n, outTypes[i]);
       return new Value(n, outTypes[i].dtype, outTypes[i].shape);

@@ -47,9 +47,11 @@ export const BN_MOMENTUM = 0.1;
 
 /**
  * Training-mode BN as PyTorch defines it: normalise with the batch mean and biased variance; update the running
- * mean, and the running variance with the unbiased batch variance, at momentum 0.1. The normalisation itself is
- * the inference-form BatchNormalization op fed with batch statistics, marked so that its gradient rule applies
- * the closed-form training-mode backward (more exact and cheaper than differentiating through the statistics).
+ * mean, and the running variance with the unbiased batch variance, at momentum 0.1. One BatchNormalization op in
+ * training mode with momentum 0 normalises and outputs the batch mean and biased variance themselves (2.5x
+ * faster here than spelling the statistics out with ReduceSum); the running statistics are updated from those,
+ * since ONNX's own update would use the biased variance. Its gradient rule is the closed-form training-mode
+ * backward (more exact and cheaper than differentiating through the statistics).
  */
 function batchNormTraining(b: GraphBuilder, x: Value, gamma: Value, beta: Value, runMean: Value, runVar: Value): Value {
   const shape = x.shape.map((d) => {
@@ -57,17 +59,12 @@ function batchNormTraining(b: GraphBuilder, x: Value, gamma: Value, beta: Value,
     return d;
   });
   const c = shape[1];
-  const axes = shape.map((_, i) => i).filter((i) => i !== 1);
-  const n = axes.reduce((p, i) => p * shape[i], 1);
-  const axesV = b.constant('axes', int64Tensor([axes.length], axes));
-  const perC = b.constant('per_channel', int64Tensor([1], [c]));
-  const mean4 = b.op1('Mul', [b.op1('ReduceSum', [x, axesV], { keepdims: 1 }, { name: 'sum' }), scalar(b, 'inv_n', 1 / n)], {}, { name: 'mean4' });
-  const centred = b.op1('Sub', [x, mean4], {}, { name: 'centred' });
-  const sq = b.op1('Mul', [centred, centred], {}, { name: 'squared' });
-  const var4 = b.op1('Mul', [b.op1('ReduceSum', [sq, axesV], { keepdims: 1 }, { name: 'sum_sq' }), scalar(b, 'inv_n2', 1 / n)], {}, { name: 'var4' });
-  const mean = b.op1('Reshape', [mean4, perC], {}, { name: 'batch_mean' });
-  const variance = b.op1('Reshape', [var4, perC], {}, { name: 'batch_var' });
-  const y = b.op1('BatchNormalization', [x, gamma, beta, mean, variance], { epsilon: BN_EPSILON }, { name: 'normalise', gradHint: 'batch-statistics' });
+  const n = shape.reduce((p, d, i) => (i === 1 ? p : p * d), 1);
+  // With momentum 0 the running-statistic inputs only have to be finite. They are computed zeros used by nothing
+  // else, not constants: onnxruntime 1.30 writes the statistic outputs into those input buffers, and after its
+  // constant sharing that overwrote every other zero constant of the graph (wrong gradients, found by test).
+  const noStat = (v: Value, name: string): Value => b.op1('Mul', [v, scalar(b, `${name}_zero`, 0)], {}, { name });
+  const [y, mean, variance] = b.op('BatchNormalization', [x, gamma, beta, noStat(runMean, 'no_mean'), noStat(runVar, 'no_var')], { epsilon: BN_EPSILON, momentum: 0, training_mode: 1 }, { name: 'normalise', outputs: ['y', 'batch_mean', 'batch_var'] });
   const keep = scalar(b, 'keep', 1 - BN_MOMENTUM);
   const newMean = b.op1('Add', [b.op1('Mul', [runMean, keep], {}, { name: 'mean_decay' }), b.op1('Mul', [mean, scalar(b, 'm', BN_MOMENTUM)], {}, { name: 'mean_step' })], {}, { name: 'running_mean_next' });
   const unbiased = n > 1 ? n / (n - 1) : 1;
