@@ -1,10 +1,34 @@
 // Augmentation: crops, flips and padding land where they should on tiny hand-made images, resizing agrees with PIL,
-// output is normalised CHW, and the randomness is a function of (seed, epoch, sample) only.
+// output is normalised CHW, and the randomness is a function of (seed, epoch, sample) only. ImageNet's colour stage
+// (jitter, PCA lighting) matches hand computations and never reaches the test pass; CIFAR's per-pixel mean is the
+// mean of the real binary files and is subtracted where each pixel was.
 import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { rng } from '../src/graph/init.js';
-import { augment, defaultAugmentation, outputSize, resample, sampleRandom, validateAugmentation, type Augmentation, type Normalisation } from '../src/train/augment.js';
-import type { Sample } from '../src/train/datasets.js';
+import {
+  IMAGENET_COLOUR,
+  IMAGENET_PCA,
+  adjust,
+  augment,
+  colourStage,
+  defaultAugmentation,
+  defaultNormalisation,
+  lighting,
+  outputSize,
+  perPixelNormalisation,
+  resample,
+  sampleRandom,
+  validateAugmentation,
+  validateNormalisation,
+  withColour,
+  type Augmentation,
+  type Normalisation,
+} from '../src/train/augment.js';
+import { DATASET_KINDS, isInMemory, openDataset, pixelMean, type Sample } from '../src/train/datasets.js';
+import { prepare, produceBatch } from '../src/train/loader.js';
+import { planarImage, writeCifar10 } from './data-writers.js';
+import { runCli, tempDir } from './helpers.js';
 
 /** Identity normalisation: outputs are the raw pixel values. */
 const RAW: Normalisation = { mean: [0], std: [1], scale: 1 };
@@ -272,5 +296,227 @@ describe('recipes and validation', () => {
     expect(() => validateAugmentation({ kind: 'random-sized-crop', size: 224, area: [0.5, 0.2], aspect: [3 / 4, 4 / 3], flip: true, interpolation: 'bilinear' })).toThrow(/area must satisfy 0 < min <= max <= 1/);
     expect(() => validateAugmentation({ kind: 'scale', shorter: [200, 480], size: 224, flip: true, interpolation: 'bilinear' })).toThrow(/shorter must be integers with size \(224\) <= min <= max/);
     expect(() => validateAugmentation({ kind: 'center-crop', resize: 256, size: 320, interpolation: 'bilinear' })).toThrow(/size 320 is larger than resize 256/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Interleaved RGB floats, as the colour stage sees them. */
+const rgb = (...v: number[]): Float32Array => Float32Array.from(v);
+const closeTo = (got: Float32Array, want: number[], digits = 3): void => {
+  expect(got.length).toBe(want.length);
+  want.forEach((w, i) => expect(got[i], `value ${i}`).toBeCloseTo(w, digits));
+};
+
+describe('colour stage: PCA lighting', () => {
+  it('the eigenvectors are the columns: orthonormal, and column 0 (largest eigenvalue) is brightness', () => {
+    const { eigvec, eigval } = IMAGENET_PCA;
+    const col = (k: number): number[] => eigvec.map((row) => row[k]);
+    for (let a = 0; a < 3; a++)
+      for (let b = 0; b < 3; b++) expect(col(a).reduce((s, v, i) => s + v * col(b)[i], 0), `column ${a} . column ${b}`).toBeCloseTo(a === b ? 1 : 0, 3);
+    expect(Math.max(...col(0)) - Math.min(...col(0))).toBeLessThan(0.02);
+    // A row is not the grey direction: the matrix must not be read transposed.
+    expect(Math.max(...eigvec[0]) - Math.min(...eigvec[0])).toBeGreaterThan(1);
+    expect([...eigval]).toEqual([0.2175, 0.0188, 0.0045]);
+  });
+
+  it('with alpha fixed, every pixel moves by 255 * sum_k alpha_k eigval_k eigvec_k (RGB in [0, 1] scaled to 0..255)', () => {
+    const px = rgb(10, 20, 30, 200, 100, 50);
+    lighting(px, [0.5, -1, 2]);
+    // By hand: alpha_k * eigval_k = (0.10875, -0.0188, 0.009); each channel's row of eigvec dotted with that, times 255.
+    const dr = 255 * (-0.061715625 - 0.01352096 + 0.0036081); // R: -0.071628485 * 255
+    const dg = 255 * (-0.063162 + 0.0000846 - 0.007326); // G: -0.0704034 * 255
+    const db = 255 * (-0.0634665 + 0.01306224 + 0.0037827); // B: -0.04662156 * 255
+    expect([dr, dg, db].map((v) => Number(v.toFixed(4)))).toEqual([-18.2653, -17.9529, -11.8885]);
+    closeTo(px, [10 + dr, 20 + dg, 30 + db, 200 + dr, 100 + dg, 50 + db]);
+  });
+});
+
+describe('colour stage: jitter', () => {
+  const img = (): Float32Array => rgb(10, 20, 30, 200, 100, 50);
+
+  it('a factor of 1 is the identity for brightness, contrast and saturation', () => {
+    for (const op of ['brightness', 'contrast', 'saturation'] as const) {
+      const px = img();
+      adjust(px, op, 1);
+      expect(Array.from(px), op).toEqual(Array.from(img()));
+    }
+  });
+
+  it('blends with black, the mean grey of the image, and each pixel\'s grey (0.299 R + 0.587 G + 0.114 B)', () => {
+    const g1 = 0.299 * 10 + 0.587 * 20 + 0.114 * 30; // 18.15
+    const g2 = 0.299 * 200 + 0.587 * 100 + 0.114 * 50; // 124.2
+    const m = (g1 + g2) / 2; // 71.175
+    let px = img();
+    adjust(px, 'brightness', 0.5);
+    closeTo(px, [5, 10, 15, 100, 50, 25]);
+    px = img();
+    adjust(px, 'contrast', 0.5);
+    closeTo(px, [5 + m / 2, 10 + m / 2, 15 + m / 2, 100 + m / 2, 50 + m / 2, 25 + m / 2]);
+    px = img();
+    adjust(px, 'saturation', 0.5);
+    closeTo(px, [5 + g1 / 2, 10 + g1 / 2, 15 + g1 / 2, 100 + g2 / 2, 50 + g2 / 2, 25 + g2 / 2]);
+    // Saturation 0 is grey; nothing is clamped (fb.resnet.torch): brightness 1.4 takes 200 to 280.
+    px = img();
+    adjust(px, 'saturation', 0);
+    closeTo(px, [g1, g1, g1, g2, g2, g2]);
+    px = img();
+    adjust(px, 'brightness', 1.4);
+    expect(px[3]).toBeCloseTo(280, 4);
+  });
+
+  it('jitter 0 and lighting 0 draw nothing and change nothing', () => {
+    const px = img();
+    colourStage(px, { jitter: 0, lighting: 0 }, scripted());
+    expect(Array.from(px)).toEqual(Array.from(img()));
+  });
+});
+
+describe('colour stage in the ImageNet training crop', () => {
+  // A whole-image crop at the image's own size, unflipped: the geometry is the identity, so only colour changes.
+  const whole = (colour?: { jitter: number; lighting: number }): Augmentation => ({ kind: 'random-sized-crop', size: 4, area: [1, 1], aspect: [1, 1], flip: false, interpolation: 'bilinear', ...(colour ? { colour } : {}) });
+  const img = seededImage(4, 4, 3, 21);
+  const plain = run(img, whole(), RAW3, sampleRandom(1, 0, 0)).out;
+
+  it('draws after the crop: order, one factor per adjustment, two numbers per alpha; applied before normalisation', () => {
+    // Crop draws: area, aspect, no swap (0.9), y, x. Order: 0.99, 0.99 keep brightness, contrast, saturation.
+    // Factors 1 + 0.4 (2u - 1): 1.2, 0.8, 1. Alphas: 0.1 * sqrt(-2 ln(1 - u1)) cos(2 pi u2) = 0.1, -0.1, 0.1.
+    const u1 = 1 - Math.exp(-0.5);
+    const draws = [0, 0, 0.9, 0, 0, 0.99, 0.99, 0.75, 0.25, 0.5, u1, 0, u1, 0.5, u1, 0];
+    const norm: Normalisation = { mean: [0.1, 0.2, 0.3], std: [0.5, 0.5, 0.5] };
+    const got = run(img, whole(IMAGENET_COLOUR), norm, scripted(...draws)).out;
+    const px = Float32Array.from(img.pixels);
+    adjust(px, 'brightness', 1.2);
+    adjust(px, 'contrast', 0.8);
+    adjust(px, 'saturation', 1);
+    lighting(px, [0.1, -0.1, 0.1]);
+    for (let c = 0; c < 3; c++)
+      for (let p = 0; p < 16; p++) expect(got[c * 16 + p], `channel ${c} pixel ${p}`).toBeCloseTo((px[p * 3 + c] / 255 - norm.mean[c]) / norm.std[c], 4);
+  });
+
+  it('the same (seed, epoch, sample) gives the same colours; another sample gets others', () => {
+    const a = whole(IMAGENET_COLOUR);
+    const first = run(img, a, RAW3, sampleRandom(4, 2, 9)).out;
+    expect(run(img, a, RAW3, sampleRandom(4, 2, 9)).out).toEqual(first);
+    expect(first).not.toEqual(plain);
+    for (const index of [10, 11, 12]) expect(run(img, a, RAW3, sampleRandom(4, 2, index)).out, `sample ${index}`).not.toEqual(first);
+    // Turned off, the same crop is the plain image again.
+    expect(run(img, whole({ jitter: 0, lighting: 0 }), RAW3, sampleRandom(4, 2, 9)).out).toEqual(plain);
+  });
+
+  it('is ImageNet training\'s default only, and the test pass never gets it', async () => {
+    expect(defaultAugmentation('imagenet', 'train')).toMatchObject({ colour: { jitter: 0.4, lighting: 0.1 } });
+    for (const kind of DATASET_KINDS) {
+      expect(defaultAugmentation(kind, 'test'), kind).not.toHaveProperty('colour');
+      if (kind !== 'imagenet') expect(defaultAugmentation(kind, 'train'), kind).not.toHaveProperty('colour');
+    }
+    // A loader for the test split refuses an augmentation with a colour stage.
+    const fake = { kind: 'imagenet', split: 'test', dir: '/x', length: 1, classes: 1, labels: ['a'], channels: 3, label: () => 0, where: () => '/x', read: () => Promise.resolve(img) } as const;
+    await expect(prepare({ dataset: { kind: 'imagenet', dir: '/x' }, split: 'test', batch: 1, seed: 1, augment: 'test', augmentation: whole(IMAGENET_COLOUR) }, () => Promise.resolve(fake))).rejects.toThrow(
+      /colour augmentation is for training only/,
+    );
+  });
+
+  it('withColour overrides the recipe\'s numbers, removes a stage turned off, and refuses colour outside ImageNet crops', () => {
+    const base = defaultAugmentation('imagenet', 'train');
+    expect(withColour(base, { lighting: 0 })).toMatchObject({ colour: { jitter: 0.4, lighting: 0 } });
+    expect(withColour(base, { jitter: 0, lighting: 0 })).not.toHaveProperty('colour');
+    expect(withColour(base, undefined)).toBe(base);
+    expect(withColour(defaultAugmentation('cifar10', 'train'), { jitter: 0, lighting: 0 })).toEqual(defaultAugmentation('cifar10', 'train'));
+    expect(() => withColour(defaultAugmentation('cifar10', 'train'), { jitter: 0.4 })).toThrow(/applies to the ImageNet training crops \(random-sized-crop, scale\), not to pad-crop/);
+    expect(() => run(seededImage(4, 4, 1, 1), { ...whole(IMAGENET_COLOUR) }, RAW, sampleRandom(1, 0, 0))).toThrow(/colour augmentation needs RGB images, got 1 channel/);
+  });
+
+  it('bad colour numbers are refused with the field and the allowed range', () => {
+    expect(() => validateAugmentation(whole({ jitter: 1.5, lighting: 0.1 }))).toThrow(/random-sized-crop: colour.jitter must be a number in \[0, 1\].*got 1.5/);
+    expect(() => validateAugmentation(whole({ jitter: 0.4, lighting: -0.1 }))).toThrow(/colour.lighting must be a finite number >= 0.*got -0.1/);
+    expect(() => validateAugmentation(whole({ jitter: Number.NaN, lighting: 0 }))).toThrow(/colour.jitter must be a number in \[0, 1\]/);
+  });
+});
+
+describe('per-pixel mean (the paper\'s CIFAR normalisation)', () => {
+  it('the mean image of CIFAR-10 binary files is the mean of their records, [C, H, W] in pixel values', async () => {
+    const dir = tempDir();
+    writeCifar10(dir, 3); // 15 training records: batch k holds planarImage(100 k + r), r = 0..2
+    const d = await openDataset({ kind: 'cifar10', dir }, 'train');
+    if (!isInMemory(d)) throw new Error('CIFAR is held in memory');
+    const want = new Float64Array(3072);
+    for (let k = 1; k <= 5; k++) for (let r = 0; r < 3; r++) planarImage(100 * k + r).forEach((v, i) => (want[i] += v / 15));
+    const got = pixelMean(d);
+    expect(got.length).toBe(3 * 32 * 32);
+    let worst = 0;
+    got.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - want[i]))));
+    expect(worst).toBeLessThan(1e-4);
+  });
+
+  // 1 2 3 / 4 5 6 / 7 8 9 with the mean image 0 10 20 / 30 40 50 / 60 70 80.
+  const img = gray(3, 3, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  const mean = Float32Array.from([0, 10, 20, 30, 40, 50, 60, 70, 80]);
+  const norm: Normalisation = { mean: [0], std: [1], scale: 1, meanImage: mean };
+
+  it('subtracts the mean where each pixel was, then pads with zeros, shifts and flips', () => {
+    // Offsets x -1, y +1 and a flip (draws 0, 0.99, 0.2): output (x, y) reads source (2 - x - 1, y + 1).
+    const r = run(img, { kind: 'pad-crop', pad: 1, flip: true, fill: 'mean' }, norm, scripted(0, 0.99, 0.2));
+    expect(grid(r.out, 3)).toEqual([
+      [5 - 40, 4 - 30, 0],
+      [8 - 70, 7 - 60, 0],
+      [0, 0, 0],
+    ]);
+    const id = run(img, { kind: 'center-crop', interpolation: 'bilinear' }, norm, scripted());
+    expect(Array.from(id.out)).toEqual([1, -8, -17, -26, -35, -44, -53, -62, -71]);
+    // perPixelNormalisation: (v - mean image) / 255, no per-channel mean or std.
+    const p = run(img, { kind: 'center-crop', interpolation: 'bilinear' }, perPixelNormalisation(mean, 1), scripted());
+    closeTo(p.out, [1, -8, -17, -26, -35, -44, -53, -62, -71].map((v) => v / 255), 6);
+  });
+
+  it('a mean image that cannot apply is refused, naming why', () => {
+    const size = { width: 3, height: 3 };
+    const images = { name: 'cifar10', channels: 1, size };
+    const padCrop: Augmentation = { kind: 'pad-crop', pad: 4, flip: true, fill: 'mean' };
+    expect(() => validateNormalisation(norm, padCrop, images)).not.toThrow();
+    expect(() => validateNormalisation(norm, { ...padCrop, fill: 'black' }, images)).toThrow(/pad fill 'black' has no per-pixel mean outside the image/);
+    expect(() => validateNormalisation(norm, { kind: 'center-crop', resize: 6, interpolation: 'bilinear' }, images)).toThrow(/applies to images at their own 3x3 size; augmentation center-crop resizes them/);
+    expect(() => validateNormalisation(norm, padCrop, { ...images, size: { width: 4, height: 4 } })).toThrow(/the mean image has 9 values; 1x4x4 images need 16 \(\[C, H, W\]\)/);
+    expect(() => validateNormalisation(norm, padCrop, { ...images, name: 'imagenet', size: undefined })).toThrow(/imagenet images differ in size: normalise per channel/);
+  });
+
+  it('the loader subtracts the training mean image from the test split too', async () => {
+    const dir = tempDir();
+    writeCifar10(dir, 2);
+    const train = await openDataset({ kind: 'cifar10', dir }, 'train');
+    if (!isInMemory(train)) throw new Error('CIFAR is held in memory');
+    const meanImage = pixelMean(train);
+    const p = await prepare({ dataset: { kind: 'cifar10', dir }, split: 'test', batch: 2, seed: 1, augment: 'test', normalisation: perPixelNormalisation(meanImage, 3) }, openDataset);
+    const b = await produceBatch(p, 0);
+    const planar = planarImage(1); // test record 1
+    for (const i of [0, 1000, 2047, 3071]) expect(b.input[3072 + i], `value ${i}`).toBeCloseTo((planar[i] - meanImage[i]) / 255, 5);
+    expect(defaultNormalisation('cifar10').meanImage).toBeUndefined();
+  });
+});
+
+describe('train options', () => {
+  const base = ['train', '--depth', '20', '--dataset', 'cifar10', '--data', join(tempDir(), 'none'), '--iterations', '1', '--quiet'];
+
+  it('bad values name the option and what is allowed', async () => {
+    let r = await runCli(...base, '--colour-jitter', '1.5');
+    expect(r.code).not.toBe(0);
+    expect(r.err).toMatch(/--colour-jitter must be a number in \[0, 1\] \(0 turns it off\), got '1.5'/);
+    r = await runCli(...base, '--lighting', '-0.1');
+    expect(r.err).toMatch(/--lighting must be a number >= 0 \(0 turns it off\), got '-0.1'/);
+    r = await runCli(...base, '--lighting', 'abc');
+    expect(r.err).toMatch(/--lighting must be a number >= 0/);
+    r = await runCli(...base, '--normalise', 'mean');
+    expect(r.err).toMatch(/'--normalise <how>' argument 'mean' is invalid. Allowed choices are per-channel, per-pixel/);
+  });
+
+  it('colour flags outside ImageNet and a per-pixel mean for ImageNet are refused', async () => {
+    let r = await runCli(...base, '--colour-jitter', '0.4');
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/--colour-jitter applies to ImageNet training .*the cifar10 recipe has no colour stage: leave it out or give 0/);
+    r = await runCli(...base, '--lighting', '0.1');
+    expect(r.err).toMatch(/--lighting applies to ImageNet training/);
+    r = await runCli('train', '--depth', '18', '--dataset', 'imagenet', '--data', join(tempDir(), 'none'), '--normalise', 'per-pixel', '--quiet');
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/--normalise per-pixel needs images of one size held in memory \(CIFAR, MNIST\); ImageNet images differ in size: use --normalise per-channel/);
   });
 });

@@ -1,7 +1,7 @@
 // Training end to end: a short real run on Fashion-MNIST learns; a killed run resumes to the identical state;
 // the exported training-step file runs on its own; bad data paths and mismatched resumes are refused clearly.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
@@ -9,9 +9,11 @@ import { onnx } from '../src/export/proto.js';
 import { SafeTensorsFile } from '../src/export/safetensors.js';
 import { DEFAULT_SGD, NEXT_SUFFIX, exportTraining } from '../src/export/training.js';
 import { resolveConfig } from '../src/models/config.js';
-import { DEBIAN_FASHION_MNIST } from '../src/train/datasets.js';
-import { type TrainEvent, train } from '../src/train/trainer.js';
-import { seededInput, tempDir } from './helpers.js';
+import { MEAN_IMAGE, loadCheckpoint } from '../src/train/checkpoint.js';
+import { DEBIAN_FASHION_MNIST, isInMemory, openDataset, pixelMean } from '../src/train/datasets.js';
+import { type TrainEvent, type TrainOptions, train } from '../src/train/trainer.js';
+import { cifarRecords, writeCifar10 } from './data-writers.js';
+import { metadataOf, seededInput, tempDir } from './helpers.js';
 
 const dir = tempDir('resnet-onnx-train-run-');
 // ResNet-8: the CIFAR family with one basic unit per stage, 1-channel input.
@@ -102,6 +104,46 @@ describe('checkpoint, kill, resume', () => {
     const r = await finished(cli([...RUN, '--lr', '0.05', '--out', join(dir, 'other'), '--resume', join(dir, 'straight', 'checkpoint.safetensors')]));
     expect(r.code).not.toBe(0);
     expect(r.out).toMatch(/--resume .*another recipe, seed or batch size/);
+  }, 60_000);
+});
+
+describe('per-pixel mean (--normalise per-pixel)', () => {
+  it('is the training split\'s mean image, kept in the checkpoint, reused on resume, and not misstated in the model', async () => {
+    const data = join(dir, 'cifar-per-pixel');
+    writeCifar10(data, 8); // 40 training images
+    const d = await openDataset({ kind: 'cifar10', dir: data }, 'train');
+    if (!isInMemory(d)) throw new Error('CIFAR is held in memory');
+    const mean = pixelMean(d);
+    const o: TrainOptions = {
+      cfg: resolveConfig({ dataset: 'cifar10', stages: [1], unit: 'basic' }),
+      data: { kind: 'cifar10', dir: data },
+      out: join(dir, 'per-pixel'),
+      batch: 4,
+      seed: 1,
+      schedule: { lr: 0.1, milestones: [], gamma: 0.1, iterations: 2, warmup: null },
+      sgd: DEFAULT_SGD,
+      evalEvery: 0,
+      logEvery: 1,
+      checkpointEvery: 0,
+      testLimit: 4,
+      normalise: 'per-pixel',
+      ep: 'cpu',
+      threads: 2,
+      plot: false,
+    };
+    const r = await train(o);
+    expect(loadCheckpoint(r.checkpoint).tensors.get(MEAN_IMAGE)).toEqual(mean);
+    const meta = metadataOf(r.model);
+    expect(meta).not.toHaveProperty('preprocessing');
+    expect(meta.weights).toMatch(/per-pixel mean image subtracted/);
+    expect(onnx.ModelProto.decode(readFileSync(r.model)).docString).toMatch(/\(pixels - mean image\) \/ 255, no std.*'input#mean_image'.*cannot express a per-pixel mean/);
+
+    // Other training data now: the resumed run keeps the mean image it started with.
+    writeFileSync(join(data, 'data_batch_1.bin'), cifarRecords(Array.from({ length: 8 }, () => [3]), 999));
+    const resumed = await train({ ...o, schedule: { ...o.schedule, iterations: 3 }, resume: r.checkpoint });
+    expect(resumed.iterations).toBe(3);
+    expect(loadCheckpoint(resumed.checkpoint).tensors.get(MEAN_IMAGE)).toEqual(mean);
+    await expect(train({ ...o, normalise: 'per-channel', resume: r.checkpoint })).rejects.toThrow(/another recipe.*"normalise":"per-pixel"/);
   }, 60_000);
 });
 

@@ -20,6 +20,16 @@ export function numArg(name: string): (v: string) => number {
   };
 }
 
+/** A number in [min, max] (max optional); `hint` says what the value means, for the error. */
+export function rangeArg(name: string, min: number, max = Infinity, hint = ''): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || n < min || n > max)
+      throw new InvalidArgumentError(`${name} must be a number ${max === Infinity ? `>= ${min}` : `in [${min}, ${max}]`}${hint ? ` (${hint})` : ''}, got '${v}'`);
+    return n;
+  };
+}
+
 export function listArg(v: string): number[] {
   const parts = v.split(',').map((s) => s.trim());
   if (parts.some((p) => !/^\d+$/.test(p) || Number(p) < 1)) throw new InvalidArgumentError(`--stages must be a comma-separated list of positive integers, got '${v}'`);

@@ -6,10 +6,11 @@ import cliProgress from 'cli-progress';
 import { DEFAULT_SGD } from '../export/training.js';
 import { describe } from '../models/config.js';
 import { graphName } from '../models/preact.js';
+import { type ColourAugmentation, IMAGENET_COLOUR, NORMALISE_MODES, type NormaliseMode, defaultAugmentation, describeAugmentation, withColour } from '../train/augment.js';
 import { DEBIAN_FASHION_MNIST, type DatasetKind, openDataset } from '../train/datasets.js';
 import { type Schedule, paperSchedule } from '../train/schedule.js';
 import { type ExecutionProvider, type TrainEvent, train } from '../train/trainer.js';
-import { CliError, type ModelFlags, configFrom, intArg, listArg, modelOptions, numArg } from './common.js';
+import { CliError, type ModelFlags, configFrom, intArg, listArg, modelOptions, numArg, rangeArg } from './common.js';
 
 interface TrainFlags extends ModelFlags {
   data?: string;
@@ -35,6 +36,9 @@ interface TrainFlags extends ModelFlags {
   resume?: string;
   trainLimit?: number;
   testLimit?: number;
+  colourJitter?: number;
+  lighting?: number;
+  normalise: NormaliseMode;
   ep: ExecutionProvider;
   threads?: number;
   plot: boolean;
@@ -89,6 +93,9 @@ export function trainCommand(prog: Command): void {
     .option('--resume <checkpoint>', 'continue a run from its checkpoint.safetensors (same flags)')
     .option('--train-limit <n>', 'use only the first n training images', intArg('--train-limit'))
     .option('--test-limit <n>', 'use only the first n test images', intArg('--test-limit'))
+    .option('--colour-jitter <f>', `ImageNet: brightness, contrast and saturation factors from [1 - f, 1 + f], in random order (default ${IMAGENET_COLOUR.jitter}; 0: off)`, rangeArg('--colour-jitter', 0, 1, '0 turns it off'))
+    .option('--lighting <sigma>', `ImageNet: AlexNet PCA lighting, std of its coefficients (default ${IMAGENET_COLOUR.lighting}; 0: off)`, rangeArg('--lighting', 0, Infinity, '0 turns it off'))
+    .addOption(new Option('--normalise <how>', "per-channel: the dataset's mean and std; per-pixel: subtract the training split's mean image (the paper's CIFAR recipe)").choices([...NORMALISE_MODES]).default('per-channel'))
     .addOption(new Option('--ep <provider>', 'onnxruntime execution provider').choices(['cpu', 'cuda', 'webgpu']).default('cpu'))
     .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)', intArg('--threads'))
     .option('--no-plot', 'do not write curves.html')
@@ -100,6 +107,8 @@ export function trainCommand(prog: Command): void {
       if (!dir) throw new CliError(`--data is required for ${kind} (nothing can be downloaded here; point it at the dataset's folder)`);
       if (f.iterations !== undefined && f.epochs !== undefined) throw new CliError('--iterations and --epochs conflict: give one');
       if (f.milestones && f.milestoneEpochs) throw new CliError('--milestones and --milestone-epochs conflict: give one');
+      const colour = colourFlags(f, kind);
+      if (f.normalise === 'per-pixel' && kind === 'imagenet') throw new CliError('--normalise per-pixel needs images of one size held in memory (CIFAR, MNIST); ImageNet images differ in size: use --normalise per-channel');
       const train0 = await openDataset({ kind, dir }, 'train');
       const samples = Math.min(train0.length, f.trainLimit ?? Infinity);
       const perEpoch = Math.floor(samples / f.batch);
@@ -110,6 +119,7 @@ export function trainCommand(prog: Command): void {
       const schedule: Schedule = { lr: f.lr ?? paper.lr, milestones, gamma: f.gamma, iterations, warmup: f.warmup ? { lr: f.warmupLr, iterations: f.warmupIterations } : null };
       const out = f.out ?? join('runs', `${graphName(cfg).replace(/_/g, '-')}-${kind}`);
       console.log(`${describe(cfg)} on ${kind} (${samples} training images, ${perEpoch} iterations per epoch)`);
+      console.log(`augmentation: ${describeAugmentation(withColour(defaultAugmentation(kind, 'train'), colour))}; normalise ${f.normalise}`);
       console.log(`schedule: lr ${schedule.lr}, x${schedule.gamma} at [${schedule.milestones.join(', ')}], ${iterations} iterations${schedule.warmup ? `, warm-up ${schedule.warmup.lr} for ${schedule.warmup.iterations}` : ''}; writing to ${out}`);
       const bar = progress(iterations, 0, f.quiet ?? false);
       try {
@@ -127,6 +137,8 @@ export function trainCommand(prog: Command): void {
           resume: f.resume,
           trainLimit: f.trainLimit,
           testLimit: f.testLimit,
+          colour,
+          normalise: f.normalise,
           ep: f.ep,
           threads: f.threads,
           plot: f.plot,
@@ -140,6 +152,21 @@ export function trainCommand(prog: Command): void {
         throw err;
       }
     });
+}
+
+/** The colour flags given; refused where they would do something the dataset's recipe has no place for. */
+function colourFlags(f: TrainFlags, kind: DatasetKind): Partial<ColourAugmentation> | undefined {
+  const given: [string, number | undefined][] = [
+    ['--colour-jitter', f.colourJitter],
+    ['--lighting', f.lighting],
+  ];
+  if (kind !== 'imagenet') {
+    for (const [flag, v] of given)
+      if (v !== undefined && v !== 0) throw new CliError(`${flag} applies to ImageNet training (random-sized crops); the ${kind} recipe has no colour stage: leave it out or give 0`);
+    return undefined;
+  }
+  if (f.colourJitter === undefined && f.lighting === undefined) return undefined;
+  return { ...(f.colourJitter !== undefined ? { jitter: f.colourJitter } : {}), ...(f.lighting !== undefined ? { lighting: f.lighting } : {}) };
 }
 
 /** The paper's milestones (at 50% and 75% of training) for a run of another length. */

@@ -14,12 +14,42 @@ import type { DatasetKind, Sample } from './datasets.js';
  *   `size` x `size` crop.
  * - `center-crop`: evaluation: shorter side resized to `resize` (if given), then the centre `size` x `size`
  *   (if given; otherwise the whole image, which for CIFAR and MNIST is the identity).
+ * The two ImageNet training crops may carry a `colour` stage, applied to the crop before normalisation; the
+ * evaluation crop cannot, so the test pass always sees the images as they are.
  */
 export type Augmentation =
   | { kind: 'pad-crop'; pad: number; flip: boolean; fill: PadFill }
-  | { kind: 'random-sized-crop'; size: number; area: [number, number]; aspect: [number, number]; flip: boolean; interpolation: Interpolation }
-  | { kind: 'scale'; shorter: [number, number]; size: number; flip: boolean; interpolation: Interpolation }
+  | { kind: 'random-sized-crop'; size: number; area: [number, number]; aspect: [number, number]; flip: boolean; interpolation: Interpolation; colour?: ColourAugmentation }
+  | { kind: 'scale'; shorter: [number, number]; size: number; flip: boolean; interpolation: Interpolation; colour?: ColourAugmentation }
   | { kind: 'center-crop'; resize?: number; size?: number; interpolation: Interpolation };
+
+/**
+ * fb.resnet.torch's colour stage of ImageNet training (datasets/imagenet.lua): ColorJitter, then Lighting.
+ * - `jitter`: brightness, contrast and saturation factors, each uniform in [1 - jitter, 1 + jitter], applied in a
+ *   random order; 0: none.
+ * - `lighting`: the standard deviation of the AlexNet PCA coefficients alpha_k (Krizhevsky et al. 2012); 0: none.
+ */
+export interface ColourAugmentation {
+  jitter: number;
+  lighting: number;
+}
+
+/** fb.resnet.torch's ImageNet recipe: ColorJitter 0.4 and Lighting 0.1. */
+export const IMAGENET_COLOUR: Readonly<ColourAugmentation> = { jitter: 0.4, lighting: 0.1 };
+
+/**
+ * The PCA of ImageNet's RGB pixels in [0, 1] that fb.resnet.torch and AlexNet-style lighting use. The columns of
+ * `eigvec` are the eigenvectors (eigvec[channel][k]): column 0, nearly (1, 1, 1) / sqrt(3), is brightness, the
+ * direction of the largest eigenvalue, as the first principal component of natural images is.
+ */
+export const IMAGENET_PCA = {
+  eigval: [0.2175, 0.0188, 0.0045],
+  eigvec: [
+    [-0.5675, 0.7192, 0.4009],
+    [-0.5808, -0.0045, -0.814],
+    [-0.5836, -0.6948, 0.4203],
+  ],
+} as const;
 
 /**
  * What the padding is filled with. `mean`: zero after normalisation, i.e. the mean colour, as in fb.resnet.torch
@@ -29,12 +59,21 @@ export type Augmentation =
 export type PadFill = 'mean' | 'black';
 export type Interpolation = 'bilinear' | 'bicubic';
 
-/** Pixel value v becomes (v * scale - mean[c]) / std[c]; `scale` is 1/255 when absent. */
+/**
+ * Pixel value v at (c, y, x) of the source image becomes ((v - meanImage[c, y, x]) * scale - mean[c]) / std[c];
+ * `scale` is 1/255 when absent and `meanImage` is 0 when absent. `meanImage` is the paper's per-pixel mean
+ * ([C, H, W], in pixel values 0..255; see perPixelNormalisation); it applies only to images used at their own size.
+ */
 export interface Normalisation {
   mean: number[];
   std: number[];
   scale?: number;
+  meanImage?: Float32Array;
 }
+
+/** `per-channel`: a mean and std per channel (fb.resnet.torch); `per-pixel`: the training split's mean image (the paper's CIFAR recipe). */
+export const NORMALISE_MODES = ['per-channel', 'per-pixel'] as const;
+export type NormaliseMode = (typeof NORMALISE_MODES)[number];
 
 export type AugmentMode = 'train' | 'test';
 
@@ -44,7 +83,7 @@ export function defaultAugmentation(kind: DatasetKind, mode: AugmentMode): Augme
     // fb.resnet.torch's recipe and evaluation size (shorter side 256, centre 224); the paper's Table 5 evaluates
     // at 320/320, which is what exported models' metadata says: pass that explicitly for a final evaluation.
     return mode === 'train'
-      ? { kind: 'random-sized-crop', size: 224, area: [0.08, 1], aspect: [3 / 4, 4 / 3], flip: true, interpolation: 'bilinear' }
+      ? { kind: 'random-sized-crop', size: 224, area: [0.08, 1], aspect: [3 / 4, 4 / 3], flip: true, interpolation: 'bilinear', colour: { ...IMAGENET_COLOUR } }
       : { kind: 'center-crop', resize: 256, size: 224, interpolation: 'bilinear' };
   }
   if (mode === 'test') return { kind: 'center-crop', interpolation: 'bilinear' };
@@ -66,6 +105,37 @@ export function defaultNormalisation(kind: DatasetKind): Normalisation {
     case 'fashion-mnist':
       return { mean: [0.286], std: [0.353], scale: 1 / 255 };
   }
+}
+
+/**
+ * The paper's CIFAR normalisation: subtract the mean image (pixel values, [C, H, W]) and scale by 1/255, with no
+ * per-channel mean or division by a std. Padding is filled after the subtraction, with zeros (fill `mean`).
+ */
+export function perPixelNormalisation(meanImage: Float32Array, channels: number): Normalisation {
+  return { mean: new Array<number>(channels).fill(0), std: new Array<number>(channels).fill(1), scale: 1 / 255, meanImage };
+}
+
+/** The colour stage of an augmentation, if it has one that does anything. */
+export function colourOf(a: Augmentation): ColourAugmentation | undefined {
+  const c = a.kind === 'random-sized-crop' || a.kind === 'scale' ? a.colour : undefined;
+  return c && (c.jitter > 0 || c.lighting > 0) ? c : undefined;
+}
+
+/**
+ * `a` with its colour stage's numbers replaced by those given (the others kept, or 0 where `a` has none); a stage
+ * left doing nothing is removed. Colour applies only to the ImageNet training crops: asking for it elsewhere throws.
+ */
+export function withColour(a: Augmentation, colour: Partial<ColourAugmentation> | undefined): Augmentation {
+  if (!colour) return a;
+  const base = a.kind === 'random-sized-crop' || a.kind === 'scale' ? a.colour : undefined;
+  const c: ColourAugmentation = { jitter: colour.jitter ?? base?.jitter ?? 0, lighting: colour.lighting ?? base?.lighting ?? 0 };
+  const active = c.jitter !== 0 || c.lighting !== 0;
+  if (a.kind !== 'random-sized-crop' && a.kind !== 'scale') {
+    if (active) throw new Error(`colour augmentation (jitter ${c.jitter}, lighting ${c.lighting}) applies to the ImageNet training crops (random-sized-crop, scale), not to ${a.kind}: give 0 for both`);
+    return a;
+  }
+  const { colour: _old, ...rest } = a;
+  return active ? { ...rest, colour: c } : rest;
 }
 
 /**
@@ -92,6 +162,23 @@ export function outputSize(a: Augmentation, size: { width: number; height: numbe
   }
 }
 
+/** One line for logs, e.g. `random-sized-crop 224 (area 0.08-1, aspect 0.75-1.33), flip, colour jitter 0.4, lighting 0.1`. */
+export function describeAugmentation(a: Augmentation): string {
+  const r = (v: number): string => String(Number(v.toFixed(2)));
+  switch (a.kind) {
+    case 'pad-crop':
+      return `pad-crop (pad ${a.pad}, fill ${a.fill})${a.flip ? ', flip' : ''}`;
+    case 'center-crop':
+      return `center-crop${a.resize !== undefined ? ` (resize ${a.resize})` : ''}${a.size !== undefined ? ` ${a.size}` : ''}`;
+    case 'random-sized-crop':
+    case 'scale': {
+      const c = colourOf(a);
+      const what = a.kind === 'scale' ? `scale ${a.shorter.join('-')}, crop ${a.size}` : `random-sized-crop ${a.size} (area ${r(a.area[0])}-${r(a.area[1])}, aspect ${r(a.aspect[0])}-${r(a.aspect[1])})`;
+      return `${what}${a.flip ? ', flip' : ''}, ${c ? `colour jitter ${c.jitter || 'off'}, lighting ${c.lighting || 'off'}` : 'no colour'}`;
+    }
+  }
+}
+
 /** Checks an augmentation's numbers; a bad one names the field and what is allowed. */
 export function validateAugmentation(a: Augmentation): void {
   const fail = (m: string): never => {
@@ -100,16 +187,24 @@ export function validateAugmentation(a: Augmentation): void {
   const positiveInt = (v: number | undefined, name: string): void => {
     if (v !== undefined && (!Number.isInteger(v) || v < 1)) fail(`${name} must be a positive integer, got ${v}`);
   };
+  const colour = (c: ColourAugmentation | undefined): void => {
+    if (c === undefined) return;
+    if (!(c.jitter >= 0 && c.jitter <= 1)) fail(`colour.jitter must be a number in [0, 1] (factors are drawn from [1 - jitter, 1 + jitter]; 0: off), got ${c.jitter}`);
+    if (!(c.lighting >= 0 && Number.isFinite(c.lighting))) fail(`colour.lighting must be a finite number >= 0 (the standard deviation of the PCA coefficients; 0: off), got ${c.lighting}`);
+  };
+  if ((a.kind === 'pad-crop' || a.kind === 'center-crop') && 'colour' in a) fail('a colour stage belongs to the ImageNet training crops (random-sized-crop, scale) only');
   switch (a.kind) {
     case 'pad-crop':
       if (!Number.isInteger(a.pad) || a.pad < 0) fail(`pad must be a non-negative integer, got ${a.pad}`);
       break;
     case 'random-sized-crop':
+      colour(a.colour);
       positiveInt(a.size, 'size');
       if (!(a.area[0] > 0 && a.area[0] <= a.area[1] && a.area[1] <= 1)) fail(`area must satisfy 0 < min <= max <= 1, got [${a.area.join(', ')}]`);
       if (!(a.aspect[0] > 0 && a.aspect[0] <= a.aspect[1])) fail(`aspect must satisfy 0 < min <= max, got [${a.aspect.join(', ')}]`);
       break;
     case 'scale':
+      colour(a.colour);
       positiveInt(a.size, 'size');
       if (!(Number.isInteger(a.shorter[0]) && a.shorter[0] >= a.size && a.shorter[0] <= a.shorter[1] && Number.isInteger(a.shorter[1])))
         fail(`shorter must be integers with size (${a.size}) <= min <= max, got [${a.shorter.join(', ')}]`);
@@ -120,6 +215,25 @@ export function validateAugmentation(a: Augmentation): void {
       if (a.resize !== undefined && a.size !== undefined && a.size > a.resize) fail(`size ${a.size} is larger than resize ${a.resize}`);
       break;
   }
+}
+
+/**
+ * Checks a normalisation against the images (channels, and size where all share one) and the augmentation that
+ * feeds it. A mean image needs the source pixel under every output pixel: images of its own size, cropped but not
+ * resized (pad-crop, or the identity centre crop), with the padding filled after the subtraction.
+ */
+export function validateNormalisation(n: Normalisation, a: Augmentation, images: { name: string; channels: number; size: { width: number; height: number } | undefined }): void {
+  const { channels, size } = images;
+  if (n.mean.length !== channels || n.std.length !== channels)
+    throw new Error(`normalisation gives ${n.mean.length} means and ${n.std.length} stds; ${images.name} images have ${channels} channel${channels > 1 ? 's' : ''}`);
+  if (!n.meanImage) return;
+  if (!size) throw new Error(`a per-pixel mean image needs images of one size (CIFAR, MNIST); ${images.name} images differ in size: normalise per channel`);
+  const want = channels * size.height * size.width;
+  if (n.meanImage.length !== want) throw new Error(`the mean image has ${n.meanImage.length} values; ${channels}x${size.height}x${size.width} images need ${want} ([C, H, W])`);
+  if (a.kind === 'pad-crop' && a.fill !== 'mean') throw new Error(`pad fill '${a.fill}' has no per-pixel mean outside the image: with a mean image the padding is zeros after subtraction (fill 'mean')`);
+  const same = outputSize(a, size);
+  if (a.kind !== 'pad-crop' && !(a.kind === 'center-crop' && a.resize === undefined && same?.width === size.width && same.height === size.height))
+    throw new Error(`a per-pixel mean image applies to images at their own ${size.width}x${size.height} size; augmentation ${a.kind} resizes them`);
 }
 
 /** A box in source pixels (may be fractional) and whether to mirror the result. */
@@ -144,6 +258,8 @@ export function augment(image: Sample, a: Augmentation, norm: Normalisation, ran
   const scale = norm.scale ?? 1 / 255;
   const mul = norm.std.map((s) => scale / s);
   const add = norm.mean.map((m, c) => -m / norm.std[c]);
+  const meanImage = norm.meanImage;
+  if (meanImage && meanImage.length !== C * H * W) throw new Error(`the mean image has ${meanImage.length} values, ${C * H * W} expected for ${W}x${H}x${C} images`);
 
   if (a.kind === 'pad-crop') {
     // Random offsets of the crop within the padded image, 0..2*pad on each axis.
@@ -151,14 +267,21 @@ export function augment(image: Sample, a: Augmentation, norm: Normalisation, ran
     const oy = Math.floor(random() * (2 * a.pad + 1)) - a.pad;
     const flip = a.flip && random() < 0.5;
     if (out.length < offset + C * H * W) throw new Error(`output has room for ${out.length - offset} values, ${C * H * W} needed`);
+    if (meanImage && a.fill !== 'mean') throw new Error(`pad fill '${a.fill}' has no per-pixel mean outside the image; use fill 'mean' with a mean image`);
     for (let c = 0; c < C; c++) {
       const fill = a.fill === 'mean' ? 0 : add[c];
       const plane = offset + c * H * W;
+      const meanPlane = c * H * W;
       for (let y = 0; y < H; y++) {
         const sy = y + oy;
         for (let x = 0; x < W; x++) {
           const sx = (flip ? W - 1 - x : x) + ox;
-          out[plane + y * W + x] = sy < 0 || sy >= H || sx < 0 || sx >= W ? fill : image.pixels[(sy * W + sx) * C + c] * mul[c] + add[c];
+          if (sy < 0 || sy >= H || sx < 0 || sx >= W) out[plane + y * W + x] = fill;
+          else {
+            // The mean is subtracted where the pixel was in the source image, before the shift and the flip.
+            const v = image.pixels[(sy * W + sx) * C + c];
+            out[plane + y * W + x] = (meanImage ? v - meanImage[meanPlane + sy * W + sx] : v) * mul[c] + add[c];
+          }
         }
       }
     }
@@ -168,18 +291,102 @@ export function augment(image: Sample, a: Augmentation, norm: Normalisation, ran
   const p = plan(a, W, H, random);
   if (out.length < offset + C * p.outH * p.outW) throw new Error(`output has room for ${out.length - offset} values, ${C * p.outH * p.outW} needed`);
   const isIdentity = p.x === 0 && p.y === 0 && p.w === W && p.h === H && p.outW === W && p.outH === H;
-  const src = isIdentity ? image.pixels : resample(image.pixels, W, H, C, p, a.kind === 'center-crop' || a.kind === 'scale' || a.kind === 'random-sized-crop' ? a.interpolation : 'bilinear');
+  if (meanImage && !isIdentity) throw new Error(`a per-pixel mean image applies to images at their own ${W}x${H} size; augmentation ${a.kind} resizes them`);
+  let src: Uint8Array | Float32Array = isIdentity ? image.pixels : resample(image.pixels, W, H, C, p, a.interpolation);
+  const colour = colourOf(a);
+  if (colour) {
+    if (C !== 3) throw new Error(`colour augmentation needs RGB images, got ${C} channel${C > 1 ? 's' : ''}`);
+    // After the crop's draws, from the same stream: the colours, like the crop, depend on (seed, epoch, sample) only.
+    const px = src instanceof Float32Array ? src : Float32Array.from(src);
+    colourStage(px, colour, random);
+    src = px;
+  }
   const { outW, outH } = p;
   for (let c = 0; c < C; c++) {
     const plane = offset + c * outH * outW;
+    const meanPlane = c * H * W;
     for (let y = 0; y < outH; y++) {
       for (let x = 0; x < outW; x++) {
         const sx = p.flip ? outW - 1 - x : x;
-        out[plane + y * outW + x] = src[(y * outW + sx) * C + c] * mul[c] + add[c];
+        const v = src[(y * outW + sx) * C + c];
+        out[plane + y * outW + x] = (meanImage ? v - meanImage[meanPlane + y * W + sx] : v) * mul[c] + add[c];
       }
     }
   }
   return { width: outW, height: outH };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The colour stage, on interleaved RGB floats in 0..255 (fb.resnet.torch datasets/transforms.lua). Like
+// fb.resnet.torch, nothing is clamped to 0..255 afterwards (torchvision's ColorJitter clamps).
+
+export type ColourAdjustment = 'brightness' | 'contrast' | 'saturation';
+
+/** ITU-R 601 luma, fb.resnet.torch's grayscale(). */
+function grey(px: Float32Array, p: number): number {
+  return 0.299 * px[p] + 0.587 * px[p + 1] + 0.114 * px[p + 2];
+}
+
+/**
+ * One ColorJitter adjustment with its factor: the image blended with black (brightness), with the mean grey of the
+ * whole image (contrast) or with each pixel's grey (saturation): v <- factor * v + (1 - factor) * other.
+ */
+export function adjust(px: Float32Array, op: ColourAdjustment, factor: number): void {
+  const n = px.length;
+  if (op === 'brightness') {
+    for (let i = 0; i < n; i++) px[i] *= factor;
+    return;
+  }
+  const keep = 1 - factor;
+  if (op === 'contrast') {
+    let sum = 0;
+    for (let p = 0; p < n; p += 3) sum += grey(px, p);
+    const other = keep * (sum / (n / 3));
+    for (let i = 0; i < n; i++) px[i] = factor * px[i] + other;
+    return;
+  }
+  for (let p = 0; p < n; p += 3) {
+    const other = keep * grey(px, p);
+    px[p] = factor * px[p] + other;
+    px[p + 1] = factor * px[p + 1] + other;
+    px[p + 2] = factor * px[p + 2] + other;
+  }
+}
+
+/**
+ * AlexNet's PCA lighting with coefficients `alpha`: adds sum_k alpha_k * eigval_k * eigvec_k (a colour defined on
+ * RGB in [0, 1]) to every pixel; the pixels are in 0..255, so the shift is scaled by 255.
+ */
+export function lighting(px: Float32Array, alpha: readonly number[]): void {
+  const { eigval, eigvec } = IMAGENET_PCA;
+  const shift = eigvec.map((row) => 255 * row.reduce((s, v, k) => s + v * alpha[k] * eigval[k], 0));
+  for (let p = 0; p < px.length; p += 3) {
+    px[p] += shift[0];
+    px[p + 1] += shift[1];
+    px[p + 2] += shift[2];
+  }
+}
+
+/** A standard normal from two uniforms (Box-Muller, cosine branch). */
+function normal(random: () => number): number {
+  return Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+}
+
+/**
+ * ColorJitter then Lighting, drawing in this order: with jitter, two numbers for the order of the adjustments
+ * (a Fisher-Yates shuffle, fb.resnet.torch's RandomOrder) and one factor per adjustment in that order; with
+ * lighting, two numbers per alpha_k, k = 0..2.
+ */
+export function colourStage(px: Float32Array, c: ColourAugmentation, random: () => number): void {
+  if (c.jitter > 0) {
+    const order: ColourAdjustment[] = ['brightness', 'contrast', 'saturation'];
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    for (const op of order) adjust(px, op, 1 + c.jitter * (2 * random() - 1));
+  }
+  if (c.lighting > 0) lighting(px, [0, 1, 2].map(() => c.lighting * normal(random)));
 }
 
 /** Where in the source each augmentation looks, as a box resized to the output size. */

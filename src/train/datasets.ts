@@ -283,6 +283,21 @@ export function channelStats(d: InMemoryDataset): { mean: number[]; std: number[
   return { mean, std: Array.from(sq, (s, k) => Math.sqrt(Math.max(0, s / n - mean[k] * mean[k]))) };
 }
 
+/**
+ * The mean image of a dataset, [C, H, W] (planar) in pixel values 0..255: the paper's per-pixel mean. Summed in
+ * float64 in sample order, so the same files always give the same bits.
+ */
+export function pixelMean(d: InMemoryDataset): Float32Array {
+  const c = d.channels;
+  const plane = d.size.width * d.size.height;
+  const sum = new Float64Array(c * plane);
+  for (let i = 0; i < d.length; i++) {
+    const px = d.readSync(i).pixels;
+    for (let p = 0; p < plane; p++) for (let k = 0; k < c; k++) sum[k * plane + p] += px[p * c + k];
+  }
+  return Float32Array.from(sum, (s) => s / d.length);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // ImageNet-style folder: DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg (torchvision's ImageFolder layout).
 

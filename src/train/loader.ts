@@ -3,7 +3,7 @@
 import type { Worker } from 'node:worker_threads';
 import { spawnWorker } from '../util/worker.js';
 import { rng } from '../graph/init.js';
-import { augment, defaultAugmentation, defaultNormalisation, outputSize, sampleRandom, validateAugmentation, type Augmentation, type AugmentMode, type Normalisation } from './augment.js';
+import { augment, colourOf, defaultAugmentation, defaultNormalisation, outputSize, sampleRandom, validateAugmentation, validateNormalisation, type Augmentation, type AugmentMode, type Normalisation } from './augment.js';
 import { DatasetError, isInMemory, type Dataset, type DatasetSource, type Sample, type Split } from './datasets.js';
 
 export interface LoaderOptions {
@@ -19,7 +19,7 @@ export interface LoaderOptions {
   augment: AugmentMode;
   /** Overrides the dataset's default augmentation for the mode (defaultAugmentation). */
   augmentation?: Augmentation;
-  /** Overrides the dataset's default per-channel normalisation (defaultNormalisation). */
+  /** Overrides the dataset's default per-channel normalisation (defaultNormalisation), e.g. with a mean image. */
   normalisation?: Normalisation;
   /** The first iteration next() returns (0-based, counted over epochs): a resumed run passes its own. */
   startIteration?: number;
@@ -127,9 +127,9 @@ export async function prepare(o: LoaderOptions, open: (s: DatasetSource, split: 
   if (!Number.isInteger(prefetch) || prefetch < 1) throw new Error(`prefetch must be a positive integer, got ${prefetch}`);
   const augmentation = o.augmentation ?? defaultAugmentation(o.dataset.kind, o.augment);
   validateAugmentation(augmentation);
+  if (o.augment === 'test' && colourOf(augmentation)) throw new Error('colour augmentation is for training only: the test pass sees the images as they are');
   const normalisation = o.normalisation ?? defaultNormalisation(o.dataset.kind);
-  if (normalisation.mean.length !== dataset.channels || normalisation.std.length !== dataset.channels)
-    throw new Error(`normalisation gives ${normalisation.mean.length} means and ${normalisation.std.length} stds; ${o.dataset.kind} images have ${dataset.channels} channel${dataset.channels > 1 ? 's' : ''}`);
+  validateNormalisation(normalisation, augmentation, { name: o.dataset.kind, channels: dataset.channels, size: dataset.size });
   const size = outputSize(augmentation, dataset.size);
   if (!size) throw new Error(`augmentation ${augmentation.kind} without a size gives images of different sizes from ${o.dataset.kind} (its images differ in size): give a crop size`);
   const sampler = new Sampler(length, o.batch, o.augment, o.seed);

@@ -5,7 +5,7 @@ import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { foldBatchNorms } from '../export/fold.js';
-import { docString, modelMetadata } from '../export/metadata.js';
+import { META, docString, modelMetadata } from '../export/metadata.js';
 import { encodeOnnx, writeOnnx } from '../export/onnx.js';
 import { NEXT_SUFFIX, type SgdOptions, buildTrainingStep } from '../export/training.js';
 import type { Graph } from '../graph/graph.js';
@@ -14,8 +14,9 @@ import { type ResNetConfig, describe } from '../models/config.js';
 import { datasetPreprocessing } from '../models/labels.js';
 import { buildResNet } from '../models/preact.js';
 import { packageVersion } from '../util/paths.js';
-import { loadCheckpoint, saveCheckpoint } from './checkpoint.js';
-import type { DatasetSource } from './datasets.js';
+import { type Augmentation, type ColourAugmentation, type Normalisation, NORMALISE_MODES, type NormaliseMode, colourOf, defaultAugmentation, perPixelNormalisation, withColour } from './augment.js';
+import { MEAN_IMAGE, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { type DatasetSource, isInMemory, openDataset, pixelMean } from './datasets.js';
 import { type Batch, BatchLoader } from './loader.js';
 import { curvesHtml } from './plot.js';
 import { type Schedule, lrAt } from './schedule.js';
@@ -42,6 +43,16 @@ export interface TrainOptions {
   /** Use only the first N training / test samples (short runs, tests). */
   trainLimit?: number;
   testLimit?: number;
+  /**
+   * The colour stage of ImageNet training; fields left out keep the recipe's (jitter 0.4 and lighting 0.1 for
+   * ImageNet; nothing for CIFAR and MNIST, which refuse a colour stage that does anything).
+   */
+  colour?: Partial<ColourAugmentation>;
+  /**
+   * `per-channel` (default): the dataset's mean and std. `per-pixel`: the paper's CIFAR normalisation, the mean
+   * image of the whole training split subtracted (datasets of one image size only); it is stored in the checkpoint.
+   */
+  normalise?: NormaliseMode;
   ep: ExecutionProvider;
   threads?: number;
   plot: boolean;
@@ -87,10 +98,10 @@ export function inferenceGraphWithValues(cfg: ResNetConfig, values: ReadonlyMap<
   return foldBatchNorms({ ...g, initializers }).graph;
 }
 
-async function evaluate(cfg: ResNetConfig, values: ReadonlyMap<string, Float32Array>, o: TrainOptions, iteration: number): Promise<Extract<TrainEvent, { type: 'eval' }>> {
+async function evaluate(cfg: ResNetConfig, values: ReadonlyMap<string, Float32Array>, o: TrainOptions, iteration: number, normalisation: Normalisation | undefined): Promise<Extract<TrainEvent, { type: 'eval' }>> {
   const started = performance.now();
   const session = await createSession(encodeOnnx(inferenceGraphWithValues(cfg, values)), o.ep, o.threads);
-  const loader = await BatchLoader.open({ dataset: o.data, split: 'test', batch: o.batch, seed: o.seed, augment: 'test', limit: o.testLimit });
+  const loader = await BatchLoader.open({ dataset: o.data, split: 'test', batch: o.batch, seed: o.seed, augment: 'test', normalisation, limit: o.testLimit });
   let top1 = 0;
   let top5 = 0;
   let seen = 0;
@@ -126,32 +137,79 @@ async function evaluate(cfg: ResNetConfig, values: ReadonlyMap<string, Float32Ar
   };
 }
 
-function recipeOf(o: TrainOptions): string {
-  return JSON.stringify({ dataset: o.data.kind, schedule: { ...o.schedule, iterations: undefined }, sgd: o.sgd, trainLimit: o.trainLimit ?? null });
+function recipeOf(o: TrainOptions, augmentation: Augmentation, normalise: NormaliseMode): string {
+  // The colour and normalisation keys appear only when in use, so checkpoints made before they existed still resume.
+  const colour = colourOf(augmentation);
+  return JSON.stringify({
+    dataset: o.data.kind,
+    schedule: { ...o.schedule, iterations: undefined },
+    sgd: o.sgd,
+    trainLimit: o.trainLimit ?? null,
+    ...(colour ? { colour } : {}),
+    ...(normalise === 'per-pixel' ? { normalise } : {}),
+  });
+}
+
+/** The paper's per-pixel mean: the mean image of the whole training split (not only --train-limit's part). */
+async function trainingMeanImage(data: DatasetSource): Promise<Float32Array> {
+  const d = await openDataset(data, 'train');
+  if (!isInMemory(d)) throw new Error(`per-pixel normalisation needs a dataset of one image size held in memory (CIFAR, MNIST); ${data.kind} images differ in size: normalise per channel`);
+  return pixelMean(d);
+}
+
+/**
+ * The model metadata's preprocessing states a per-channel mean and std, not a mean image. A per-pixel run's model
+ * therefore has no 'preprocessing' key (rather than per-channel constants it was not trained with), and its doc
+ * string and weights status say what the input is and where the mean image is kept.
+ */
+function describePerPixel(metadata: Record<string, string>, doc: string, channelOrder: string, shape: readonly number[]): { metadata: Record<string, string>; doc: string } {
+  const { [META.preprocessing]: _notExpressible, ...rest } = metadata;
+  const input =
+    `Input 'input': float32 [N, ${shape.join(', ')}], ${channelOrder}, NCHW; (pixels - mean image) / 255, no std, where the mean image is the ` +
+    `training split's per-pixel mean, [${shape.join(', ')}] in pixel values 0..255, kept as tensor '${MEAN_IMAGE}' in the run's checkpoint.safetensors. ` +
+    `The 'preprocessing' metadata cannot express a per-pixel mean, so this model has none.`;
+  const lines = doc.split('\n');
+  const at = lines.findIndex((l) => l.startsWith("Input 'input'"));
+  if (at >= 0) lines[at] = input;
+  else lines.push(input);
+  return { metadata: { ...rest, [META.weights]: `${rest[META.weights]}; input: per-pixel mean image subtracted (see the doc string)` }, doc: lines.join('\n') };
 }
 
 export async function train(o: TrainOptions): Promise<TrainResult> {
   mkdirSync(o.out, { recursive: true });
+  const normalise = o.normalise ?? 'per-channel';
+  if (!NORMALISE_MODES.includes(normalise)) throw new Error(`normalise must be ${NORMALISE_MODES.join(' or ')}, got '${String(normalise)}'`);
+  const augmentation = withColour(defaultAugmentation(o.data.kind, 'train'), o.colour);
+  const recipe = recipeOf(o, augmentation, normalise);
   let cfg = o.cfg;
   let startIteration = 0;
   let resumed: Map<string, Float32Array> | undefined;
+  let meanImage: Float32Array | undefined;
   if (o.resume) {
     const ck = loadCheckpoint(o.resume);
-    if (ck.run.recipe !== recipeOf(o) || ck.run.seed !== o.seed || ck.run.batch !== o.batch)
+    if (ck.run.recipe !== recipe || ck.run.seed !== o.seed || ck.run.batch !== o.batch)
       throw new Error(`--resume ${o.resume}: the checkpoint was made with another recipe, seed or batch size (${ck.run.recipe}, seed ${ck.run.seed}, batch ${ck.run.batch}); resume with the same flags`);
     cfg = ck.cfg;
     startIteration = ck.run.iteration;
     resumed = ck.tensors;
+    // The stored mean image, not a recomputation: the run goes on with exactly the input it started with.
+    if (normalise === 'per-pixel') {
+      meanImage = ck.tensors.get(MEAN_IMAGE);
+      if (!meanImage) throw new Error(`--resume ${o.resume}: the checkpoint of a per-pixel run has no '${MEAN_IMAGE}' tensor`);
+    }
   }
+  if (normalise === 'per-pixel' && !meanImage) meanImage = await trainingMeanImage(o.data);
+  const normalisation = meanImage ? perPixelNormalisation(meanImage, cfg.inChannels) : undefined;
 
-  const loader = await BatchLoader.open({ dataset: o.data, split: 'train', batch: o.batch, seed: o.seed, augment: 'train', startIteration, limit: o.trainLimit });
+  const loader = await BatchLoader.open({ dataset: o.data, split: 'train', batch: o.batch, seed: o.seed, augment: 'train', augmentation, normalisation, startIteration, limit: o.trainLimit });
   const { channels, height, width, classes } = loader.info;
   if (channels !== cfg.inChannels) throw new Error(`the dataset has ${channels}-channel images but the network takes ${cfg.inChannels}`);
   if (classes > cfg.classes) throw new Error(`the dataset has ${classes} classes but the network outputs ${cfg.classes}`);
   if (height !== width) throw new Error(`training crops must be square, the loader gives ${width}x${height}`);
 
   const step = buildTrainingStep(cfg, { batch: o.batch, size: height, seed: o.seed, sgd: o.sgd });
-  const dims = new Map(step.state.map((s) => [s.name, s.data.dims]));
+  const dims = new Map<string, readonly number[]>(step.state.map((s) => [s.name, s.data.dims]));
+  if (meanImage) dims.set(MEAN_IMAGE, [channels, height, width]);
   const values = new Map<string, Float32Array>();
   for (const s of step.state) {
     const v = resumed ? resumed.get(s.name) : (s.data.values() as Float32Array);
@@ -182,12 +240,14 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     return m;
   };
   const checkpoint = (iteration: number): void => {
-    saveCheckpoint(ckPath, cfg, { iteration, seed: o.seed, batch: o.batch, recipe: recipeOf(o) }, currentValues(), dims, `trained: ${o.data.kind}, ${iteration} iterations`);
+    const state = currentValues();
+    if (meanImage) state.set(MEAN_IMAGE, meanImage);
+    saveCheckpoint(ckPath, cfg, { iteration, seed: o.seed, batch: o.batch, recipe }, state, dims, `trained: ${o.data.kind}, ${iteration} iterations`);
     log({ type: 'checkpoint', iteration, path: ckPath });
     o.onEvent?.({ type: 'checkpoint', iteration, path: ckPath });
   };
   const runEval = async (iteration: number): Promise<void> => {
-    lastEval = await evaluate(cfg, currentValues(), o, iteration);
+    lastEval = await evaluate(cfg, currentValues(), o, iteration, normalisation);
     testErr.push([iteration, lastEval.top1Error]);
     log(lastEval);
     o.onEvent?.(lastEval);
@@ -259,7 +319,11 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const eval1 = lastEval as Extract<TrainEvent, { type: 'eval' }> | null;
   const status = `trained: ${describe(cfg)} on ${o.data.kind}, ${iteration} iterations, batch ${o.batch}${eval1 ? `, test top-1 error ${eval1.top1Error.toFixed(2)}%` : ''}`;
   const modelPath = join(o.out, 'model.onnx');
-  const desc = { weights: status, folded: true, labels: loader.info.labels.length === cfg.classes ? loader.info.labels : undefined, preprocessing: datasetPreprocessing(cfg.dataset) };
-  writeOnnx(inferenceGraphWithValues(cfg, currentValues()), modelPath, { docString: docString(cfg, desc), metadata: modelMetadata(cfg, desc), producerVersion: packageVersion() });
+  const preprocessing = datasetPreprocessing(cfg.dataset);
+  const desc = { weights: status, folded: true, labels: loader.info.labels.length === cfg.classes ? loader.info.labels : undefined, preprocessing };
+  let metadata = modelMetadata(cfg, desc);
+  let doc = docString(cfg, desc);
+  if (meanImage) ({ metadata, doc } = describePerPixel(metadata, doc, preprocessing.channelOrder, [channels, height, width]));
+  writeOnnx(inferenceGraphWithValues(cfg, currentValues()), modelPath, { docString: doc, metadata, producerVersion: packageVersion() });
   return { iterations: iteration, lastEval: eval1, model: modelPath, checkpoint: ckPath, seconds: (performance.now() - started) / 1000 };
 }
