@@ -6,13 +6,17 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { exportInference } from '../src/export/inference.js';
+import { decodeMeanImage, docString, encodeMeanImage, modelMetadata, perPixelPreprocessing } from '../src/export/metadata.js';
+import { onnx } from '../src/export/proto.js';
 import { writeOnnx } from '../src/export/onnx.js';
 import { resolveConfig } from '../src/models/config.js';
-import type { Preprocessing } from '../src/models/labels.js';
+import { type Preprocessing, datasetPreprocessing } from '../src/models/labels.js';
 import { buildResNet } from '../src/models/preact.js';
 import { ServeError } from '../src/serve/errors.js';
 import { ModelFileError, readModelInfo } from '../src/serve/model-info.js';
 import { normalise, prepareImage, resampleCrop } from '../src/serve/preprocess.js';
+import { startServer } from '../src/serve/server.js';
+import { tritonConfig } from '../src/serve/triton.js';
 import { PYTHON, SKIMAGE_DATA } from './fixtures/images/make.js';
 import { tempDir } from './helpers.js';
 
@@ -66,6 +70,89 @@ describe('model metadata', () => {
     const path = join(dir, 'junk.onnx');
     writeFileSync(path, Buffer.from('this is not a protobuf file at all, just text'));
     expect(() => readModelInfo(path)).toThrow(ModelFileError);
+  });
+});
+
+describe("a per-pixel model's mean image (the paper's CIFAR normalisation)", () => {
+  const cifar = resolveConfig({ dataset: 'cifar10', stages: [1], unit: 'basic' });
+  // Pixel values with fractions, as a training split's mean is; seeded so a failure reproduces.
+  const meanValues = Float32Array.from({ length: 3 * 32 * 32 }, (_, i) => ((i * 7919) % 25500) / 100);
+  const perPixel = perPixelPreprocessing(datasetPreprocessing('cifar10'), meanValues, [3, 32, 32]);
+  const g = buildResNet(cifar);
+  const withPreprocessing = (name: string, pre: unknown): string => {
+    const path = join(dir, name);
+    writeOnnx(g, path, { metadata: { weights: 'trained: test', preprocessing: JSON.stringify(pre) } });
+    return path;
+  };
+
+  it('round-trips through the metadata: the same values, and a doc string that says what to feed', () => {
+    const path = join(dir, 'per-pixel.onnx');
+    const desc = { weights: 'trained: test', folded: true, preprocessing: perPixel };
+    writeOnnx(g, path, { metadata: modelMetadata(cifar, desc), docString: docString(cifar, desc) });
+    const info = readModelInfo(path);
+    expect(info.defaultPreprocessing).toBe(false);
+    expect(info.preprocessing).toEqual(perPixel);
+    expect(info.preprocessing).toMatchObject({ resize: 32, crop: 32, scale: 1 / 255, mean: [0, 0, 0], std: [1, 1, 1], channelOrder: 'RGB' });
+    expect(Buffer.from(decodeMeanImage(info.preprocessing.meanImage, 3, 32).buffer).equals(Buffer.from(meanValues.buffer))).toBe(true);
+    const doc = onnx.ModelProto.decode(readFileSync(path)).docString ?? '';
+    expect(doc).toMatch(/Input 'input': float32 \[N, 3, 32, 32\], RGB, NCHW; \(pixels - mean image\) \* 0\.00392157, minus mean \[0,0,0\], divided by std \[1,1,1\]/);
+    expect(doc).toMatch(/mean image is float32 \[3, 32, 32\] .* pixel values 0\.\.255, in metadata 'preprocessing' key 'meanImage' \(base64 little-endian 'values'\)/);
+    // Models without one are as before: no meanImage key at all.
+    expect(JSON.parse(modelMetadata(cifar, { weights: 'x', folded: true }).preprocessing)).not.toHaveProperty('meanImage');
+  });
+
+  it('the served input is ((v - mean image) * scale - mean) / std of the crop, in the input channel order', async () => {
+    const p = await prepareImage(coffee, perPixel, limits);
+    expect(p.tensor).toHaveLength(3 * 32 * 32);
+    for (let c = 0; c < 3; c++)
+      for (let i = 0; i < 32 * 32; i++) {
+        const direct = (p.crop[i * 3 + c] - meanValues[c * 1024 + i]) / 255;
+        if (Math.abs(p.tensor[c * 1024 + i] - direct) > 1e-6) throw new Error(`channel ${c} pixel ${i}: served ${p.tensor[c * 1024 + i]}, direct ${direct}`);
+      }
+    // BGR: input channel 0 is blue, and the mean image's plane 0 is subtracted from it; per-channel terms still apply.
+    const bgr = { ...perPixel, channelOrder: 'BGR' as const, mean: [0.1, 0.2, 0.3], std: [0.5, 0.25, 2] };
+    const t = normalise(p.crop, 3, bgr);
+    const i = 517;
+    for (let c = 0; c < 3; c++) expect(t[c * 1024 + i]).toBeCloseTo(((p.crop[i * 3 + (2 - c)] - meanValues[c * 1024 + i]) / 255 - bgr.mean[c]) / bgr.std[c], 5);
+  });
+
+  it('a crop size other than the mean image\'s is refused when the server starts', async () => {
+    const path = withPreprocessing('per-pixel-crop28.onnx', { ...perPixel, resize: 28, crop: 28 });
+    const message = /metadata 'preprocessing': meanImage.shape \[3, 32, 32\] is 32x32, but the crop is 28x28: the mean image is subtracted from the crop, so it must be \[3, 28, 28\]/;
+    expect(() => readModelInfo(path)).toThrow(message);
+    await expect(startServer({ model: path, port: 0, logLevel: 'silent' })).rejects.toThrow(message);
+    // Resizing further before the same 32x32 crop is fine: the mean image applies to the crop.
+    expect(readModelInfo(withPreprocessing('per-pixel-resize40.onnx', { ...perPixel, resize: 40 })).preprocessing.crop).toBe(32);
+  });
+
+  it('a malformed mean image is refused, saying what is wrong', () => {
+    const m = perPixel.meanImage!;
+    const nan = Float32Array.from(meanValues);
+    nan[100] = Number.NaN;
+    const cases: [unknown, RegExp][] = [
+      ['not an object', /meanImage must be an object \{ shape: \[3, 32, 32\], values: base64 float32 \}, got "not an object"/],
+      [{ ...m, shape: [3, 32] }, /meanImage.shape must be three positive integers \[C, H, W\], got \[3,32\]/],
+      [{ ...m, shape: [3, 32.5, 32] }, /meanImage.shape must be three positive integers/],
+      [{ ...m, shape: [1, 32, 32] }, /meanImage.shape \[1, 32, 32\] has 1 channels; the input has 3/],
+      [{ ...m, values: 'not base64!' }, /meanImage.values must be base64 text of 3072 little-endian float32 values, got 11 characters that are not base64/],
+      [{ ...m, values: [1, 2, 3] }, /meanImage.values must be base64 text of 3072 .*got \[1,2,3\]/],
+      [{ ...m, values: m.values.slice(0, -8) }, /meanImage.values holds \d+ bytes; shape \[3, 32, 32\] needs 12288 \(float32\)/],
+      [encodeMeanImage(nan, [3, 32, 32]), /meanImage.values\[100\] is NaN; every value must be finite/],
+    ];
+    for (const [meanImage, message] of cases) {
+      const path = withPreprocessing('per-pixel-bad.onnx', { ...perPixel, meanImage });
+      expect(() => readModelInfo(path), JSON.stringify(meanImage).slice(0, 60)).toThrow(ModelFileError);
+      expect(() => readModelInfo(path)).toThrow(message);
+    }
+  });
+
+  it("Triton's config says the mean image is subtracted", () => {
+    const path = withPreprocessing('per-pixel-triton.onnx', perPixel);
+    const config = tritonConfig(readModelInfo(path), { inputName: 'input', inputShape: ['N', 3, 32, 32], outputs: [{ name: 'logits', shape: ['N', 10] }] }, 10, {
+      repository: dir, maxBatch: 8, maxQueueDelayUs: 100, maxQueue: 16, timeoutUs: 1000, instances: 1, kind: 'cpu',
+    });
+    expect(config).toMatch(/# \(pixel - mean image\) \* 0\.00392157, minus mean \[0,0,0\], divided by std \[1,1,1\]/);
+    expect(config).toMatch(/# The mean image is float32 \[3, 32, 32\] in pixel values 0\.\.255: parameters 'preprocessing', key 'meanImage'/);
   });
 });
 

@@ -5,15 +5,17 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
+import { decodeMeanImage } from '../src/export/metadata.js';
 import { onnx } from '../src/export/proto.js';
 import { SafeTensorsFile } from '../src/export/safetensors.js';
 import { DEFAULT_SGD, NEXT_SUFFIX, exportTraining } from '../src/export/training.js';
 import { resolveConfig } from '../src/models/config.js';
+import { readModelInfo } from '../src/serve/model-info.js';
 import { MEAN_IMAGE, loadCheckpoint } from '../src/train/checkpoint.js';
 import { DEBIAN_FASHION_MNIST, isInMemory, openDataset, pixelMean } from '../src/train/datasets.js';
 import { type TrainEvent, type TrainOptions, train } from '../src/train/trainer.js';
 import { cifarRecords, writeCifar10 } from './data-writers.js';
-import { metadataOf, seededInput, tempDir } from './helpers.js';
+import { metadataOf, runCli, seededInput, tempDir } from './helpers.js';
 
 const dir = tempDir('resnet-onnx-train-run-');
 // ResNet-8: the CIFAR family with one basic unit per stage, 1-channel input.
@@ -108,7 +110,7 @@ describe('checkpoint, kill, resume', () => {
 });
 
 describe('per-pixel mean (--normalise per-pixel)', () => {
-  it('is the training split\'s mean image, kept in the checkpoint, reused on resume, and not misstated in the model', async () => {
+  it('is the training split\'s mean image, kept in the checkpoint, reused on resume, and stated in the model and its exports', async () => {
     const data = join(dir, 'cifar-per-pixel');
     writeCifar10(data, 8); // 40 training images
     const d = await openDataset({ kind: 'cifar10', dir: data }, 'train');
@@ -133,10 +135,27 @@ describe('per-pixel mean (--normalise per-pixel)', () => {
     };
     const r = await train(o);
     expect(loadCheckpoint(r.checkpoint).tensors.get(MEAN_IMAGE)).toEqual(mean);
-    const meta = metadataOf(r.model);
-    expect(meta).not.toHaveProperty('preprocessing');
-    expect(meta.weights).toMatch(/per-pixel mean image subtracted/);
-    expect(onnx.ModelProto.decode(readFileSync(r.model)).docString).toMatch(/\(pixels - mean image\) \/ 255, no std.*'input#mean_image'.*cannot express a per-pixel mean/);
+    // model.onnx states the very mean image it was trained with: (v - mean image) / 255, no per-channel mean or std.
+    const pre = readModelInfo(r.model).preprocessing;
+    expect(pre).toMatchObject({ resize: 32, crop: 32, scale: 1 / 255, mean: [0, 0, 0], std: [1, 1, 1], channelOrder: 'RGB', meanImage: { shape: [3, 32, 32] } });
+    expect(decodeMeanImage(pre.meanImage, 3, 32)).toEqual(mean);
+    expect(metadataOf(r.model).weights).toMatch(/^trained: .* 2 iterations/);
+    expect(onnx.ModelProto.decode(readFileSync(r.model)).docString).toMatch(/\(pixels - mean image\) \* 0\.00392157, minus mean \[0,0,0\], divided by std \[1,1,1\]/);
+
+    // `export --weights` of the checkpoint says the same, with the architecture from the file or given by flags.
+    for (const [name, flags] of [['from-file', []], ['from-flags', ['--dataset', 'cifar10', '--stages', '1', '--unit', 'basic']]] as const) {
+      const out = join(dir, `per-pixel-${name}.onnx`);
+      const e = await runCli('export', '--weights', r.checkpoint, ...flags, '-o', out, '--quiet');
+      expect(e.code, e.err).toBe(0);
+      expect(JSON.parse(metadataOf(out).preprocessing), name).toEqual(JSON.parse(metadataOf(r.model).preprocessing));
+    }
+    // Weights saved by `import --save-weights` carry it as metadata (no tensor), and an export of them again.
+    const saved = join(dir, 'per-pixel-saved.safetensors');
+    const i = await runCli('import', r.checkpoint, '-o', join(dir, 'per-pixel-imported.onnx'), '--save-weights', saved, '--quiet');
+    expect(i.code, i.err).toBe(0);
+    const e = await runCli('export', '--weights', saved, '-o', join(dir, 'per-pixel-resaved.onnx'), '--quiet');
+    expect(e.code, e.err).toBe(0);
+    expect(JSON.parse(metadataOf(join(dir, 'per-pixel-resaved.onnx')).preprocessing)).toEqual(JSON.parse(metadataOf(r.model).preprocessing));
 
     // Other training data now: the resumed run keeps the mean image it started with.
     writeFileSync(join(data, 'data_batch_1.bin'), cifarRecords(Array.from({ length: 8 }, () => [3]), 999));

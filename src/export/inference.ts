@@ -1,11 +1,12 @@
 // Export of an inference model: build the network, load weights if given, fold BatchNorm, write ONNX.
 
 import type { ResNetConfig } from '../models/config.js';
+import { type Preprocessing, datasetPreprocessing } from '../models/labels.js';
 import { buildResNet } from '../models/preact.js';
 import { type Graph, parameterCount } from '../graph/graph.js';
 import { packageVersion } from '../util/paths.js';
 import { foldBatchNorms } from './fold.js';
-import { docString, modelMetadata } from './metadata.js';
+import { docString, modelMetadata, perPixelPreprocessing } from './metadata.js';
 import { DEFAULT_OPSET, checkOpset, writeOnnx } from './onnx.js';
 import { loadWeights } from './weights.js';
 
@@ -30,14 +31,19 @@ export interface ExportReport {
   weights: string;
 }
 
-/** Builds the inference graph, with weights and folding applied, ready to write. */
-export function inferenceGraph(cfg: ResNetConfig, o: Omit<InferenceExportOptions, 'output'>): { graph: Graph; weights: string; folded: number } {
+/**
+ * Builds the inference graph, with weights and folding applied, ready to write. `preprocessing` is set when the
+ * weights' checkpoint says more than the dataset's default: a per-pixel run's mean image.
+ */
+export function inferenceGraph(cfg: ResNetConfig, o: Omit<InferenceExportOptions, 'output'>): { graph: Graph; weights: string; folded: number; preprocessing?: Preprocessing } {
   let graph = buildResNet(cfg, { seed: o.seed ?? 0, probabilities: o.probabilities });
   let weights = `random-init (seed ${o.seed ?? 0})`;
+  let preprocessing: Preprocessing | undefined;
   if (o.weights) {
     const loaded = loadWeights(graph, o.weights);
     graph = loaded.graph;
     weights = loaded.status;
+    if (loaded.meanImage) preprocessing = perPixelPreprocessing(datasetPreprocessing(cfg.dataset), loaded.meanImage.values, loaded.meanImage.shape);
   }
   let folded = 0;
   if (o.fold ?? true) {
@@ -45,15 +51,15 @@ export function inferenceGraph(cfg: ResNetConfig, o: Omit<InferenceExportOptions
     graph = r.graph;
     folded = r.folded.length;
   }
-  return { graph, weights, folded };
+  return { graph, weights, folded, ...(preprocessing ? { preprocessing } : {}) };
 }
 
 export function exportInference(cfg: ResNetConfig, o: InferenceExportOptions): ExportReport {
   const opset = o.opset ?? DEFAULT_OPSET;
   checkOpset(opset);
   const params = parameterCount(buildResNet(cfg));
-  const { graph, weights, folded } = inferenceGraph(cfg, o);
-  const desc = { weights, folded: folded > 0 };
+  const { graph, weights, folded, preprocessing } = inferenceGraph(cfg, o);
+  const desc = { weights, folded: folded > 0, preprocessing };
   const bytes = writeOnnx(graph, o.output, {
     opset,
     docString: docString(cfg, desc),

@@ -7,6 +7,13 @@ import { CheckpointError, SafeTensorsFile, writeSafeTensors } from './safetensor
 
 export const CHECKPOINT_FORMAT = 'resnet-onnx-checkpoint/1';
 
+/**
+ * The mean image of a `--normalise per-pixel` run ([C, H, W], pixel values), stored with the state so a resumed run
+ * subtracts the very same values and an export states it. The `#` marks it as not part of the network, like the
+ * momentum buffers.
+ */
+export const MEAN_IMAGE = 'input#mean_image';
+
 /** The tensors a checkpoint of this graph holds: parameters and BN running statistics, not constants. */
 export function checkpointTensors(g: Graph): Initializer[] {
   return g.initializers.filter((i) => i.role !== 'constant');
@@ -17,6 +24,8 @@ export interface LoadedWeights {
   /** Text for the model's `weights` metadata, e.g. "checkpoint: run1.safetensors" or the checkpoint's own. */
   status: string;
   metadata: Readonly<Record<string, string>>;
+  /** The checkpoint's per-pixel mean image (MEAN_IMAGE), when its run subtracted one. */
+  meanImage?: { values: Float32Array; shape: readonly number[] };
 }
 
 /**
@@ -43,7 +52,9 @@ export function loadWeights(g: Graph, path: string): LoadedWeights {
     init.role === 'constant' ? init : { ...init, data: floatTensor(init.data.dims, () => file.readFloat32(init.name)) },
   );
   const status = file.metadata.weights ?? `checkpoint: ${basename(path)}`;
-  return { graph: { ...g, initializers }, status, metadata: file.metadata };
+  const mean = file.tensors.get(MEAN_IMAGE);
+  const meanImage = mean ? { values: file.readFloat32(MEAN_IMAGE), shape: mean.shape } : undefined;
+  return { graph: { ...g, initializers }, status, metadata: file.metadata, ...(meanImage ? { meanImage } : {}) };
 }
 
 /** Writes the graph's parameters and buffers as a safetensors checkpoint. */

@@ -5,8 +5,9 @@
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { basename } from 'node:path';
+import { MeanImageError, decodeMeanImage, perPixelPreprocessing } from '../export/metadata.js';
 import { SafeTensorsFile } from '../export/safetensors.js';
-import { CHECKPOINT_FORMAT } from '../export/weights.js';
+import { CHECKPOINT_FORMAT, MEAN_IMAGE } from '../export/weights.js';
 import { type UnitKind, configFromJson } from '../models/config.js';
 import { type Preprocessing, datasetPreprocessing, imagenetLabels } from '../models/labels.js';
 import { mapFbResNet } from './fbresnet.js';
@@ -169,13 +170,24 @@ function ourCheckpoint(file: SafeTensorsFile, name: string, sha: string): Import
       throw new ImportError(`${name}: metadata 'labels' should be a JSON array of ${cfg.classes} strings`);
     labels = l as string[];
   }
+  let preprocessing = md.preprocessing !== undefined ? parsePreprocessing(md.preprocessing, `${name}: metadata 'preprocessing'`) : datasetPreprocessing(cfg.dataset);
+  // A per-pixel training run keeps its mean image as a tensor; the model must say it is subtracted.
+  const mean = file.tensors.get(MEAN_IMAGE);
+  if (mean) {
+    try {
+      preprocessing = perPixelPreprocessing(preprocessing, file.readFloat32(MEAN_IMAGE), mean.shape);
+    } catch (e) {
+      if (e instanceof MeanImageError) throw new ImportError(`${name}: tensor '${MEAN_IMAGE}' does not fit the model's input: ${e.message}`);
+      throw e;
+    }
+  }
   return {
     format: 'resnet-onnx-checkpoint',
     cfg,
     tensors,
     weights: md.weights ?? `checkpoint: ${name}`,
     source: md.source ?? `resnet-onnx checkpoint ${name} (sha256 ${sha})`,
-    preprocessing: md.preprocessing !== undefined ? parsePreprocessing(md.preprocessing, `${name}: metadata 'preprocessing'`) : datasetPreprocessing(cfg.dataset),
+    preprocessing,
     labels,
     notes: [],
     close: () => file.close(),
@@ -209,5 +221,13 @@ function parsePreprocessing(text: string, where: string): Preprocessing {
     !['bilinear', 'bicubic'].includes(p.interpolation as string)
   )
     throw new ImportError(`${where} is not a valid preprocessing record: ${text.slice(0, 200)}`);
+  if (p.meanImage !== undefined) {
+    try {
+      decodeMeanImage(p.meanImage, p.channelOrder === 'L' ? 1 : 3, p.crop!);
+    } catch (e) {
+      if (e instanceof MeanImageError) throw new ImportError(`${where}: ${e.message}`);
+      throw e;
+    }
+  }
   return p as Preprocessing;
 }

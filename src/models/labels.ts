@@ -54,6 +54,19 @@ export interface Preprocessing {
   channelOrder: 'RGB' | 'BGR' | 'L';
   layout: 'NCHW';
   interpolation: 'bilinear' | 'bicubic';
+  /**
+   * The paper's per-pixel mean (CIFAR), subtracted from the crop's pixel values before `scale`, `mean` and `std`:
+   * input[c, y, x] = ((v[c, y, x] - meanImage[c, y, x]) * scale - mean[c]) / std[c]. Absent: nothing subtracted.
+   */
+  meanImage?: MeanImage;
+}
+
+/** A mean image as the metadata's JSON holds it (see encodeMeanImage / decodeMeanImage in src/export/metadata.ts). */
+export interface MeanImage {
+  /** [C, H, W]: channels in the input's order (after any BGR swap), H = W = the crop size. */
+  shape: [number, number, number];
+  /** C * H * W float32 values in pixel values 0..255, planar, little-endian, base64. */
+  values: string;
 }
 
 export function datasetPreprocessing(dataset: Dataset): Preprocessing {

@@ -3,7 +3,7 @@
 
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
-import { META } from '../export/metadata.js';
+import { META, MeanImageError, decodeMeanImage } from '../export/metadata.js';
 import { onnx } from '../export/proto.js';
 import { type Preprocessing, datasetPreprocessing } from '../models/labels.js';
 
@@ -118,7 +118,17 @@ function checkPreprocessing(path: string, p: Partial<Preprocessing>): Preprocess
   if ((p.layout ?? 'NCHW') !== 'NCHW') throw new ModelFileError(`${where}: only layout NCHW is served, got ${JSON.stringify(p.layout)}`);
   const scale = p.scale ?? 1 / 255;
   if (typeof scale !== 'number' || !Number.isFinite(scale) || scale <= 0) throw new ModelFileError(`${where}: scale must be a positive number, got ${JSON.stringify(scale)}`);
-  return { resize: p.resize, crop: p.crop, scale, mean: vec('mean', 0), std: vec('std', 1), channelOrder: order, layout: 'NCHW', interpolation };
+  const checked: Preprocessing = { resize: p.resize, crop: p.crop, scale, mean: vec('mean', 0), std: vec('std', 1), channelOrder: order, layout: 'NCHW', interpolation };
+  if (p.meanImage === undefined) return checked;
+  // Checked here, at startup, so a mean image that cannot be subtracted from the crop never reaches a request.
+  try {
+    decodeMeanImage(p.meanImage, channels, p.crop);
+  } catch (e) {
+    if (e instanceof MeanImageError) throw new ModelFileError(`${where}: ${e.message}`);
+    throw e;
+  }
+  const [c, h, w] = p.meanImage.shape;
+  return { ...checked, meanImage: { shape: [c, h, w], values: p.meanImage.values } };
 }
 
 export function readModelInfo(path: string): ModelInfo {

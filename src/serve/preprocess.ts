@@ -1,8 +1,10 @@
 // Image bytes -> the network's input: decode safely with sharp, resize the shorter side, take the centre crop
-// and normalise as the model's metadata says (paper Table 5 for ImageNet: shorter side 320, centre 320x320).
+// and normalise as the model's metadata says (paper Table 5 for ImageNet: shorter side 320, centre 320x320;
+// a per-pixel CIFAR model's mean image is subtracted from the crop).
 
 import sharp, { type Metadata, type Sharp, type SharpOptions } from 'sharp';
-import type { Preprocessing } from '../models/labels.js';
+import { decodeMeanImage } from '../export/metadata.js';
+import type { MeanImage, Preprocessing } from '../models/labels.js';
 import { ServeError, badRequest, unsupported } from './errors.js';
 
 /** Formats served, by sharp's name for them; AVIF is sharp's `heif` with AV1 compression. */
@@ -171,17 +173,31 @@ function cubic(x: number): number {
   return 0;
 }
 
-/** Normalises an interleaved uint8 crop into a planar float tensor: (v * scale - mean[c]) / std[c]. */
+// The metadata holds a mean image as base64; each one is decoded once, not per request.
+const decodedMeanImages = new WeakMap<MeanImage, Float32Array>();
+
+function meanImageValues(m: MeanImage, channels: number, crop: number): Float32Array {
+  let v = decodedMeanImages.get(m);
+  if (!v) decodedMeanImages.set(m, (v = decodeMeanImage(m, channels, crop)));
+  return v;
+}
+
+/**
+ * Normalises an interleaved uint8 crop into a planar float tensor: ((v - meanImage[c, y, x]) * scale - mean[c]) /
+ * std[c], where the mean image (planar, in the input's channel order) is 0 when the model has none.
+ */
 export function normalise(crop: Uint8Array, channels: 1 | 3, pre: Preprocessing): Float32Array {
   const plane = pre.crop * pre.crop;
   const out = new Float32Array(channels * plane);
   const bgr = pre.channelOrder === 'BGR';
+  const meanImage = pre.meanImage ? meanImageValues(pre.meanImage, channels, pre.crop) : undefined;
   for (let c = 0; c < channels; c++) {
     const srcC = bgr ? 2 - c : c;
     const a = pre.scale / pre.std[c];
     const b = -pre.mean[c] / pre.std[c];
     const o = c * plane;
-    for (let i = 0; i < plane; i++) out[o + i] = crop[i * channels + srcC] * a + b;
+    if (meanImage) for (let i = 0; i < plane; i++) out[o + i] = (crop[i * channels + srcC] - meanImage[o + i]) * a + b;
+    else for (let i = 0; i < plane; i++) out[o + i] = crop[i * channels + srcC] * a + b;
   }
   return out;
 }

@@ -115,7 +115,12 @@ export async function startServer(options: Partial<ServeOptions> & { model: stri
   const cores = availableParallelism();
   const threads = o.threads ?? Math.max(1, Math.floor(cores / o.workers));
   const warning = weightsWarning(info);
-  log.info({ model: info.name, path: info.path, architecture: info.architecture, weights: info.weights, preprocessing: info.preprocessing }, `serving ${info.name}: ${info.architecture}; weights ${info.weights}`);
+  // A mean image is logged by its shape, not its kilobytes of base64.
+  const { meanImage, ...preprocessing } = info.preprocessing;
+  log.info(
+    { model: info.name, path: info.path, architecture: info.architecture, weights: info.weights, preprocessing: meanImage ? { ...preprocessing, meanImage: { shape: meanImage.shape } } : preprocessing },
+    `serving ${info.name}: ${info.architecture}; weights ${info.weights}`,
+  );
   if (warning) log.warn({ weights: info.weights }, `RANDOM WEIGHTS: ${warning}`);
   if (info.defaultPreprocessing) log.warn('the model has no preprocessing metadata: using the ImageNet default (shorter side 320, centre 320x320 crop)');
 

@@ -5,11 +5,7 @@ import { CheckpointError, SafeTensorsFile, writeSafeTensors } from '../export/sa
 import { CHECKPOINT_FORMAT } from '../export/weights.js';
 import { type ResNetConfig, configFromJson } from '../models/config.js';
 
-/**
- * The mean image of a `--normalise per-pixel` run ([C, H, W], pixel values), stored with the state so a resumed run
- * subtracts the very same values. The `#` marks it as not part of the network, like the momentum buffers.
- */
-export const MEAN_IMAGE = 'input#mean_image';
+export { MEAN_IMAGE } from '../export/weights.js';
 
 export interface RunState {
   /** Iterations completed. */

@@ -5,7 +5,7 @@ import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { foldBatchNorms } from '../export/fold.js';
-import { META, docString, modelMetadata } from '../export/metadata.js';
+import { docString, modelMetadata, perPixelPreprocessing } from '../export/metadata.js';
 import { encodeOnnx, writeOnnx } from '../export/onnx.js';
 import { NEXT_SUFFIX, type SgdOptions, buildTrainingStep } from '../export/training.js';
 import type { Graph } from '../graph/graph.js';
@@ -157,24 +157,6 @@ async function trainingMeanImage(data: DatasetSource): Promise<Float32Array> {
   return pixelMean(d);
 }
 
-/**
- * The model metadata's preprocessing states a per-channel mean and std, not a mean image. A per-pixel run's model
- * therefore has no 'preprocessing' key (rather than per-channel constants it was not trained with), and its doc
- * string and weights status say what the input is and where the mean image is kept.
- */
-function describePerPixel(metadata: Record<string, string>, doc: string, channelOrder: string, shape: readonly number[]): { metadata: Record<string, string>; doc: string } {
-  const { [META.preprocessing]: _notExpressible, ...rest } = metadata;
-  const input =
-    `Input 'input': float32 [N, ${shape.join(', ')}], ${channelOrder}, NCHW; (pixels - mean image) / 255, no std, where the mean image is the ` +
-    `training split's per-pixel mean, [${shape.join(', ')}] in pixel values 0..255, kept as tensor '${MEAN_IMAGE}' in the run's checkpoint.safetensors. ` +
-    `The 'preprocessing' metadata cannot express a per-pixel mean, so this model has none.`;
-  const lines = doc.split('\n');
-  const at = lines.findIndex((l) => l.startsWith("Input 'input'"));
-  if (at >= 0) lines[at] = input;
-  else lines.push(input);
-  return { metadata: { ...rest, [META.weights]: `${rest[META.weights]}; input: per-pixel mean image subtracted (see the doc string)` }, doc: lines.join('\n') };
-}
-
 export async function train(o: TrainOptions): Promise<TrainResult> {
   mkdirSync(o.out, { recursive: true });
   const normalise = o.normalise ?? 'per-channel';
@@ -206,6 +188,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   if (channels !== cfg.inChannels) throw new Error(`the dataset has ${channels}-channel images but the network takes ${cfg.inChannels}`);
   if (classes > cfg.classes) throw new Error(`the dataset has ${classes} classes but the network outputs ${cfg.classes}`);
   if (height !== width) throw new Error(`training crops must be square, the loader gives ${width}x${height}`);
+  // What model.onnx will say it is fed; made now so that a mean image its metadata cannot state fails before training.
+  const preprocessing = meanImage ? perPixelPreprocessing(datasetPreprocessing(cfg.dataset), meanImage, [channels, height, width]) : datasetPreprocessing(cfg.dataset);
 
   const step = buildTrainingStep(cfg, { batch: o.batch, size: height, seed: o.seed, sgd: o.sgd });
   const dims = new Map<string, readonly number[]>(step.state.map((s) => [s.name, s.data.dims]));
@@ -319,11 +303,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const eval1 = lastEval as Extract<TrainEvent, { type: 'eval' }> | null;
   const status = `trained: ${describe(cfg)} on ${o.data.kind}, ${iteration} iterations, batch ${o.batch}${eval1 ? `, test top-1 error ${eval1.top1Error.toFixed(2)}%` : ''}`;
   const modelPath = join(o.out, 'model.onnx');
-  const preprocessing = datasetPreprocessing(cfg.dataset);
   const desc = { weights: status, folded: true, labels: loader.info.labels.length === cfg.classes ? loader.info.labels : undefined, preprocessing };
-  let metadata = modelMetadata(cfg, desc);
-  let doc = docString(cfg, desc);
-  if (meanImage) ({ metadata, doc } = describePerPixel(metadata, doc, preprocessing.channelOrder, [channels, height, width]));
-  writeOnnx(inferenceGraphWithValues(cfg, currentValues()), modelPath, { docString: doc, metadata, producerVersion: packageVersion() });
+  writeOnnx(inferenceGraphWithValues(cfg, currentValues()), modelPath, { docString: docString(cfg, desc), metadata: modelMetadata(cfg, desc), producerVersion: packageVersion() });
   return { iterations: iteration, lastEval: eval1, model: modelPath, checkpoint: ckPath, seconds: (performance.now() - started) / 1000 };
 }
