@@ -156,8 +156,7 @@ function convWeightGrad(b: GraphBuilder, x: Value, dy: Value, kernel: number[], 
     const cols = Array.from({ length: kw }, (_, j) => pad(dyWide, [0, 0, j, 0, 0, -j], 'dy_shift'));
     const cat = (vs: Value[], name: string): Value => (vs.length === 1 ? vs[0] : b.op1('Concat', vs, { axis: 1 }, { name: b.fresh(name) }));
     const prod = op(b, 'MatMul', [cat(cols, 'dy_cols'), t(cat(rows, 'x_cols'), [0, 2, 1], 'x_cols_t')]); // [N, kw*M, kh*C]
-    const summed = reduceSum(b, prod, [0], false, 'dw_sum');
-    return t(reshape(b, summed, [kw, m, kh, c], 'dw_taps'), [1, 3, 2, 0], 'dw');
+    return t(reshape(b, batchSum(b, prod), [kw, m, kh, c], 'dw_taps'), [1, 3, 2, 0], 'dw');
   }
   // Strided: per kernel offset one strided Slice of the padded X gives that tap's [H'W', C] matrix per image,
   // cut from X in NCHW when rows are long (W >= C: no transpose; Transpose + MatMul becomes one transposed GEMM
@@ -184,9 +183,16 @@ function convWeightGrad(b: GraphBuilder, x: Value, dy: Value, kernel: number[], 
     const products = taps.map((tap) => op(b, 'MatMul', [dyRows, reshape(b, tap, [n, ho * wo, c], 'tap_rows')]));
     perImage = products.length === 1 ? products[0] : b.op1('Concat', products, { axis: 2 }, { name: b.fresh('taps') });
   }
-  const summed = reduceSum(b, perImage, [0], false, 'dw_sum');
+  const summed = batchSum(b, perImage);
   if (kh * kw === 1) return reshape(b, summed, [m, c, 1, 1], 'dw');
   return t(reshape(b, summed, [m, kh, kw, c], 'dw_taps'), [0, 3, 1, 2], 'dw');
+}
+
+/** Sum over the leading (batch) axis as a [1, N] x [N, rest] GEMV: twice as fast here as ReduceSum over axis 0. */
+function batchSum(b: GraphBuilder, v: Value): Value {
+  const [n, ...rest] = concrete(v.shape, 'batch sum');
+  const ones = b.constant(b.fresh('ones'), floatTensor([1, n], new Float32Array(n).fill(1)));
+  return op(b, 'MatMul', [ones, reshape(b, v, [n, rest.reduce((p, d) => p * d, 1)], 'per_image')]);
 }
 
 /** need() under another name, for gradient rules, whose context calls its own field `need`. */
