@@ -4,7 +4,7 @@
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { gradients } from '../src/graph/autodiff.js';
-import { GraphBuilder, type Value } from '../src/graph/builder.js';
+import { type BuildTarget, GraphBuilder, type Value } from '../src/graph/builder.js';
 import { rng } from '../src/graph/init.js';
 import { batchNorm } from '../src/graph/layers.js';
 import { floatTensor, int64Tensor } from '../src/graph/types.js';
@@ -18,6 +18,7 @@ interface Case {
   /** Inputs not differentiated (e.g. labels), fed as given. */
   fixed?: Record<string, { dims: number[]; data: BigInt64Array }>;
   training?: boolean;
+  target?: BuildTarget;
   tol?: number;
   /** Keep inputs away from kinks (ReLU at 0, max ties) so finite differences are meaningful. */
   positive?: boolean;
@@ -29,7 +30,7 @@ function randomData(n: number, seed: string, positive = false): Float32Array {
 }
 
 async function check(c: Case): Promise<void> {
-  const b = new GraphBuilder(c.name, 0, c.training ? 'training' : 'inference');
+  const b = new GraphBuilder(c.name, 0, c.training ? 'training' : 'inference', c.target);
   const xs: Record<string, Value> = {};
   for (const [name, dims] of Object.entries(c.inputs)) xs[name] = b.input(name, 'float32', dims);
   for (const [name, t] of Object.entries(c.fixed ?? {})) xs[name] = b.input(name, 'int64', t.dims);
@@ -100,6 +101,13 @@ const CASES: Case[] = [
     build: (b, v) => b.op1('BatchNormalization', [v.x, v.g, v.beta, v.m, v.v], { epsilon: 1e-5 }, { name: 'op' }),
   },
   { name: 'BatchNormalization in training mode (batch statistics)', inputs: { x: [4, 3, 3, 3] }, training: true, build: (b, v) => batchNorm(b, v.x, 'bn') },
+  {
+    name: "BatchNormalization in training mode, onnxruntime-cpu spelling (the op's training mode)",
+    inputs: { x: [4, 3, 3, 3] },
+    training: true,
+    target: 'onnxruntime-cpu',
+    build: (b, v) => batchNorm(b, v.x, 'bn'),
+  },
   { name: 'Relu', inputs: { x: [2, 3, 4, 4] }, build: (b, v) => b.op1('Relu', [v.x], {}, { name: 'op' }) },
   { name: 'Add with broadcasting', inputs: { x: [2, 3, 4, 4], y: [1, 3, 1, 1] }, build: (b, v) => b.op1('Add', [v.x, v.y], {}, { name: 'op' }) },
   { name: 'Sub with broadcasting', inputs: { x: [2, 3], y: [3] }, build: (b, v) => b.op1('Sub', [v.x, v.y], {}, { name: 'op' }) },

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { encodeOnnx } from '../src/export/onnx.js';
 import { SafeTensorsFile, writeSafeTensors } from '../src/export/safetensors.js';
 import { MOMENTUM_SUFFIX, NEXT_SUFFIX, type SgdOptions, buildTrainingStep } from '../src/export/training.js';
+import type { BuildTarget } from '../src/graph/builder.js';
 import { rng } from '../src/graph/init.js';
 import { type ModelRequest, resolveConfig } from '../src/models/config.js';
 import { seededInput, tempDir } from './helpers.js';
@@ -28,9 +29,9 @@ function startState(name: string, dims: readonly number[], initial: Float32Array
   return initial;
 }
 
-async function parity(label: string, req: ModelRequest, batch: number, size: number, sgd: Partial<SgdOptions> = {}): Promise<void> {
+async function parity(label: string, req: ModelRequest, batch: number, size: number, sgd: Partial<SgdOptions> = {}, target: BuildTarget = 'any'): Promise<void> {
   const cfg = resolveConfig(req);
-  const { graph, state, sgd: used } = buildTrainingStep(cfg, { batch, size, seed: 4, sgd });
+  const { graph, state, sgd: used } = buildTrainingStep(cfg, { batch, size, seed: 4, sgd, target });
   const values = new Map(state.map((s) => [s.name, startState(s.name, s.data.dims, s.data.values() as Float32Array)]));
   const tag = label.replace(/\W+/g, '_');
   const statePath = join(dir, `${tag}.state.safetensors`);
@@ -93,6 +94,10 @@ describe('one training step equals torch.optim.SGD + autograd', () => {
   // reference may take different sides of the kink (seen once at batch 4: one element at 2.5e-7 vs 0), which
   // moves a BN bias gradient by ~1e-3 relative without anything being wrong.
   it('Nesterov momentum and decay on weights only', () => parity('ResNet-20 nesterov', { depth: 20 }, 8, 32, { nesterov: true, decayOn: 'weights' }), 120_000);
+  it("onnxruntime-cpu spelling (BN statistics from the op's training mode): ResNet-20 and the ImageNet-family net", async () => {
+    await parity('ResNet-20 option A, onnxruntime-cpu', { depth: 20 }, 8, 32, {}, 'onnxruntime-cpu');
+    await parity('ImageNet 1-1-1-1, onnxruntime-cpu', { dataset: 'imagenet', stages: [1, 1, 1, 1], unit: 'bottleneck', classes: 10 }, 4, 64, {}, 'onnxruntime-cpu');
+  }, 180_000);
   it('a shortcut variant (exclusive gating) and a unit variant (original)', async () => {
     await parity('gating', { depth: 20, shortcut: { kind: 'exclusive-gating', gateBias: -2 } }, 4, 32);
     await parity('original', { depth: 20, activation: 'original' }, 4, 32);

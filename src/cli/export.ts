@@ -4,6 +4,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { DEFAULT_SGD, exportTraining } from '../export/training.js';
+import type { BuildTarget } from '../graph/builder.js';
 import { detectFormat } from '../import/index.js';
 import { exportInference } from '../export/inference.js';
 import { saveWeights } from '../export/weights.js';
@@ -41,6 +42,7 @@ interface TrainingFlags {
   weightDecay: number;
   nesterov?: boolean;
   decayOn: 'all' | 'weights';
+  target: BuildTarget;
 }
 
 function kebab(flag: string): string {
@@ -59,7 +61,7 @@ function exportTrainingStep(f: ModelFlags & ExportFlags & TrainingFlags, cmd: Co
   const bar = progressBar(!f.quiet);
   let r;
   try {
-    r = exportTraining(cfg, { output, batch: f.batch, size, seed: f.seed, opset: f.opset, sgd: { momentum: f.momentum, weightDecay: f.weightDecay, nesterov: f.nesterov ?? false, decayOn: f.decayOn }, progress: bar.update });
+    r = exportTraining(cfg, { output, batch: f.batch, size, seed: f.seed, opset: f.opset, target: f.target, sgd: { momentum: f.momentum, weightDecay: f.weightDecay, nesterov: f.nesterov ?? false, decayOn: f.decayOn }, progress: bar.update });
   } finally {
     bar.stop();
   }
@@ -90,9 +92,14 @@ export function exportCommand(prog: Command): void {
     .option('--weight-decay <wd>', 'with --training: weight decay', numArg('--weight-decay'), DEFAULT_SGD.weightDecay)
     .option('--nesterov', 'with --training: Nesterov momentum')
     .addOption(new Option('--decay-on <which>', 'with --training: weight decay on all learned tensors or conv/FC weights only').choices(['all', 'weights']).default('all'))
+    .addOption(
+      new Option('--target <runtime>', "with --training: what runs the step; onnxruntime-cpu computes BN statistics with training-mode BatchNormalization (faster there, rejected by onnxruntime's CUDA/ROCm providers)")
+        .choices(['any', 'onnxruntime-cpu'])
+        .default('any'),
+    )
     .action((f: ModelFlags & ExportFlags & TrainingFlags, cmd: Command) => {
       if (f.training) return exportTrainingStep(f, cmd);
-      const onlyTraining = (['batch', 'size', 'momentum', 'weightDecay', 'nesterov', 'decayOn'] as const).find((k) => cmd.getOptionValueSource(k) === 'cli');
+      const onlyTraining = (['batch', 'size', 'momentum', 'weightDecay', 'nesterov', 'decayOn', 'target'] as const).find((k) => cmd.getOptionValueSource(k) === 'cli');
       if (onlyTraining) throw new CliError(`--${kebab(onlyTraining)} applies to --training exports only`);
       if (f.weights && f.saveWeights) throw new CliError('--weights and --save-weights conflict: the checkpoint already exists; copy it instead');
       const flag = architectureGiven(cmd);

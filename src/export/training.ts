@@ -9,7 +9,7 @@
 //            state input X its next value `X#next`. A loop feeds each `X#next` back as `X`.
 
 import { gradients } from '../graph/autodiff.js';
-import { GraphBuilder, type Value } from '../graph/builder.js';
+import { type BuildTarget, GraphBuilder, type Value } from '../graph/builder.js';
 import type { Graph, Initializer } from '../graph/graph.js';
 import { floatTensor } from '../graph/types.js';
 import { ONNX_DTYPE } from '../graph/types.js';
@@ -43,6 +43,8 @@ export interface TrainingGraphOptions {
   size: number;
   seed?: number;
   sgd?: Partial<SgdOptions>;
+  /** What runs the step (see BuildTarget): 'any' (default) or 'onnxruntime-cpu' (faster BN statistics). */
+  target?: BuildTarget;
 }
 
 export interface TrainingGraph {
@@ -56,7 +58,7 @@ export function buildTrainingStep(cfg: ResNetConfig, o: TrainingGraphOptions): T
   const sgd = { ...DEFAULT_SGD, ...o.sgd };
   if (!(sgd.momentum >= 0 && sgd.momentum < 1)) throw new Error(`momentum must be in [0, 1), got ${sgd.momentum}`);
   if (!(sgd.weightDecay >= 0)) throw new Error(`weight decay must be >= 0, got ${sgd.weightDecay}`);
-  const b = new GraphBuilder(`${graphName(cfg)}_train_step`, o.seed ?? 0, 'training');
+  const b = new GraphBuilder(`${graphName(cfg)}_train_step`, o.seed ?? 0, 'training', o.target ?? 'any');
   const x = b.input('input', 'float32', [o.batch, cfg.inChannels, o.size, o.size]);
   const labels = b.input('labels', 'int64', [o.batch]);
   const lr = b.input('lr', 'float32', []);
@@ -129,11 +131,14 @@ export function exportTraining(cfg: ResNetConfig, o: TrainingExportOptions): { b
     `Inputs: 'input' float32 [${o.batch}, ${cfg.inChannels}, ${o.size}, ${o.size}], 'labels' int64 [${o.batch}], 'lr' float32 scalar, and the state: parameters and BN running statistics by name, momentum buffers as '<parameter>${MOMENTUM_SUFFIX}' (initial values stored as defaults).`,
     `Outputs: 'loss', 'correct' (top-1 hits in the batch), and for every state input X its next value 'X${NEXT_SUFFIX}': feed it back as X for the next step.`,
     'BatchNorm uses batch statistics and updates running statistics as PyTorch does (momentum 0.1, unbiased variance for the running estimate).',
+    o.target === 'onnxruntime-cpu'
+      ? "Built for onnxruntime's CPU provider: BatchNormalization in training mode computes the batch statistics (onnxruntime's CUDA and ROCm providers reject that op)."
+      : 'Built for any runtime: batch statistics are computed with ReduceSum.',
   ].join('\n');
   const bytes = writeOnnx(withDefaults, o.output, {
     opset,
     docString: doc,
-    metadata: { ...modelMetadata(cfg, { weights: `random-init (seed ${o.seed ?? 0})`, folded: false }), kind: 'training-step', batch: String(o.batch), input_size: String(o.size), sgd: JSON.stringify(sgd) },
+    metadata: { ...modelMetadata(cfg, { weights: `random-init (seed ${o.seed ?? 0})`, folded: false }), kind: 'training-step', target: o.target ?? 'any', batch: String(o.batch), input_size: String(o.size), sgd: JSON.stringify(sgd) },
     producerVersion: packageVersion(),
     progress: o.progress,
   });

@@ -48,7 +48,7 @@ export function gradients(b: GraphBuilder, loss: Value, wrt: readonly Value[]): 
       const outputs = node.outputs.map((o) => b.value(o));
       let grads: (Value | null)[];
       try {
-        grads = b.scope(node.name, () => def.grad!({ b, inputs, outputs, dOut, attrs: new AttrReader(node.attrs), need }));
+        grads = b.scope(node.name, () => def.grad!({ b, inputs, outputs, dOut, attrs: new AttrReader(node.attrs), need, hint: node.gradHint }));
       } catch (e) {
         if (e instanceof GraphError) throw e;
         throw new GraphError(`grad.${node.name}`, `${node.op}: ${(e as Error).message}`);

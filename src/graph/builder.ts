@@ -37,12 +37,21 @@ export interface OpOptions {
   outputs?: number | readonly string[];
   /** Name the (single) output value this exact global name instead of the node's name. */
   outputName?: string;
+  /** See Node.gradHint. */
+  gradHint?: Node['gradHint'];
 }
 
 export interface ParamOptions {
   role?: TensorRole;
   decay?: boolean;
 }
+
+/**
+ * What will run the graph. 'any': every ONNX runtime and execution provider we know of takes its ops.
+ * 'onnxruntime-cpu': layers may use a faster spelling that onnxruntime's CPU provider runs but other providers
+ * reject (training-mode BatchNormalization, which onnxruntime's CUDA and ROCm providers refuse at opset >= 14).
+ */
+export type BuildTarget = 'any' | 'onnxruntime-cpu';
 
 export class GraphBuilder {
   private readonly scopes: string[] = [];
@@ -59,12 +68,13 @@ export class GraphBuilder {
 
   /**
    * `mode` 'training' makes parameters and buffers graph inputs (state fed each step) instead of stored
-   * initializers, and makes layers such as batchNorm use batch statistics.
+   * initializers, and makes layers such as batchNorm use batch statistics. `target`: see BuildTarget.
    */
   constructor(
     readonly name: string,
     readonly seed = 0,
     readonly mode: 'inference' | 'training' = 'inference',
+    readonly target: BuildTarget = 'any',
   ) {}
 
   get training(): boolean {
@@ -221,7 +231,7 @@ export class GraphBuilder {
     for (const n of outNames) if (n !== nodeName) this.claim(n);
     if (outNames.includes(nodeName)) this.claim(nodeName);
     this.nodeNames.add(nodeName);
-    this.nodes.push({ op: type, name: nodeName, inputs: inputs.map((v) => (v ? v.name : '')), outputs: outNames, attrs });
+    this.nodes.push({ op: type, name: nodeName, inputs: inputs.map((v) => (v ? v.name : '')), outputs: outNames, attrs, ...(opts.gradHint ? { gradHint: opts.gradHint } : {}) });
     return outNames.map((n, i) => {
       this.types.set(n, outTypes[i]);
       return new Value(n, outTypes[i].dtype, outTypes[i].shape);

@@ -11,6 +11,11 @@ export interface Node {
   readonly inputs: readonly string[];
   readonly outputs: readonly string[];
   readonly attrs: Attrs;
+  /**
+   * Not written to ONNX. 'batch-statistics' on a BatchNormalization whose mean and variance inputs are its own
+   * input's batch statistics: differentiate it as training-mode BN (closed form), not through the statistics.
+   */
+  readonly gradHint?: 'batch-statistics';
 }
 
 export interface ValueInfo extends TensorType {

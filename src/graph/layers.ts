@@ -47,24 +47,21 @@ export const BN_MOMENTUM = 0.1;
 
 /**
  * Training-mode BN as PyTorch defines it: normalise with the batch mean and biased variance; update the running
- * mean, and the running variance with the unbiased batch variance, at momentum 0.1. One BatchNormalization op in
- * training mode with momentum 0 normalises and outputs the batch mean and biased variance themselves (2.5x
- * faster here than spelling the statistics out with ReduceSum); the running statistics are updated from those,
- * since ONNX's own update would use the biased variance. Its gradient rule is the closed-form training-mode
- * backward (more exact and cheaper than differentiating through the statistics).
+ * mean, and the running variance with the unbiased batch variance, at momentum 0.1. Either spelling's gradient is
+ * the closed-form training-mode backward (more exact and cheaper than differentiating through the statistics):
+ * - target 'any': the statistics spelled out with ReduceSum, fed to the inference-form BatchNormalization op,
+ *   which is marked (gradHint) so that its gradient rule applies the closed form;
+ * - target 'onnxruntime-cpu': one BatchNormalization op in training mode with momentum 0, which normalises and
+ *   outputs the batch mean and biased variance themselves (bit-identical statistics, 2.5x faster here).
+ * The running statistics are updated from the batch statistics, since ONNX's own update would use the biased variance.
  */
 function batchNormTraining(b: GraphBuilder, x: Value, gamma: Value, beta: Value, runMean: Value, runVar: Value): Value {
   const shape = x.shape.map((d) => {
     if (typeof d !== 'number') throw new Error(`${b.path}: training graphs need concrete shapes, got ${x}`);
     return d;
   });
-  const c = shape[1];
   const n = shape.reduce((p, d, i) => (i === 1 ? p : p * d), 1);
-  // With momentum 0 the running-statistic inputs only have to be finite. They are computed zeros used by nothing
-  // else, not constants: onnxruntime 1.30 writes the statistic outputs into those input buffers, and after its
-  // constant sharing that overwrote every other zero constant of the graph (wrong gradients, found by test).
-  const noStat = (v: Value, name: string): Value => b.op1('Mul', [v, scalar(b, `${name}_zero`, 0)], {}, { name });
-  const [y, mean, variance] = b.op('BatchNormalization', [x, gamma, beta, noStat(runMean, 'no_mean'), noStat(runVar, 'no_var')], { epsilon: BN_EPSILON, momentum: 0, training_mode: 1 }, { name: 'normalise', outputs: ['y', 'batch_mean', 'batch_var'] });
+  const [y, mean, variance] = b.target === 'onnxruntime-cpu' ? fusedStatistics(b, x, gamma, beta, runMean, runVar) : explicitStatistics(b, x, gamma, beta, shape);
   const keep = scalar(b, 'keep', 1 - BN_MOMENTUM);
   const newMean = b.op1('Add', [b.op1('Mul', [runMean, keep], {}, { name: 'mean_decay' }), b.op1('Mul', [mean, scalar(b, 'm', BN_MOMENTUM)], {}, { name: 'mean_step' })], {}, { name: 'running_mean_next' });
   const unbiased = n > 1 ? n / (n - 1) : 1;
@@ -72,6 +69,33 @@ function batchNormTraining(b: GraphBuilder, x: Value, gamma: Value, beta: Value,
   b.stateUpdate(runMean.name, newMean);
   b.stateUpdate(runVar.name, newVar);
   return y;
+}
+
+/** [normalised, batch mean, biased batch variance] by ReduceSum and the inference-form op. */
+function explicitStatistics(b: GraphBuilder, x: Value, gamma: Value, beta: Value, shape: number[]): Value[] {
+  const c = shape[1];
+  const axes = shape.map((_, i) => i).filter((i) => i !== 1);
+  const n = axes.reduce((p, i) => p * shape[i], 1);
+  const axesV = b.constant('axes', int64Tensor([axes.length], axes));
+  const perC = b.constant('per_channel', int64Tensor([1], [c]));
+  const mean4 = b.op1('Mul', [b.op1('ReduceSum', [x, axesV], { keepdims: 1 }, { name: 'sum' }), scalar(b, 'inv_n', 1 / n)], {}, { name: 'mean4' });
+  const centred = b.op1('Sub', [x, mean4], {}, { name: 'centred' });
+  const sq = b.op1('Mul', [centred, centred], {}, { name: 'squared' });
+  const var4 = b.op1('Mul', [b.op1('ReduceSum', [sq, axesV], { keepdims: 1 }, { name: 'sum_sq' }), scalar(b, 'inv_n2', 1 / n)], {}, { name: 'var4' });
+  const mean = b.op1('Reshape', [mean4, perC], {}, { name: 'batch_mean' });
+  const variance = b.op1('Reshape', [var4, perC], {}, { name: 'batch_var' });
+  const y = b.op1('BatchNormalization', [x, gamma, beta, mean, variance], { epsilon: BN_EPSILON }, { name: 'normalise', gradHint: 'batch-statistics' });
+  return [y, mean, variance];
+}
+
+/** [normalised, batch mean, biased batch variance] from one training-mode BatchNormalization with momentum 0. */
+function fusedStatistics(b: GraphBuilder, x: Value, gamma: Value, beta: Value, runMean: Value, runVar: Value): Value[] {
+  // With momentum 0 the running-statistic inputs only have to be finite. They are computed zeros used by nothing
+  // else, not constants: fed zero constants, onnxruntime 1.30 (optimisations on) made the backward's other zero
+  // constants wrong, apparently writing its statistic outputs into input buffers that constant sharing had merged
+  // (wrong gradients, found by the finite-difference test).
+  const noStat = (v: Value, name: string): Value => b.op1('Mul', [v, scalar(b, `${name}_zero`, 0)], {}, { name });
+  return b.op('BatchNormalization', [x, gamma, beta, noStat(runMean, 'no_mean'), noStat(runVar, 'no_var')], { epsilon: BN_EPSILON, momentum: 0, training_mode: 1 }, { name: 'normalise', outputs: ['y', 'batch_mean', 'batch_var'] });
 }
 
 export function relu(b: GraphBuilder, x: Value, name: string): Value {

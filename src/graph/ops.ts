@@ -44,6 +44,8 @@ export interface GradContext {
   readonly attrs: AttrReader;
   /** Whether the gradient of each input is wanted; a rule may return null for the others. */
   readonly need: readonly boolean[];
+  /** The node's gradHint (see Node in graph.ts). */
+  readonly hint?: 'batch-statistics';
 }
 
 export interface OpDef {
@@ -352,14 +354,17 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       return [y, stat, stat];
     },
     // Inference-form BN, y = (x - mean) / sqrt(var + eps) * scale + B, differentiated in all five inputs; or
-    // training-mode BN in closed form. With momentum 0 its mean and variance outputs are exactly the batch
-    // statistics it normalised with (onnxruntime: the biased variance), which the closed form needs.
-    grad({ b, inputs: [x, gamma, , mean, variance], outputs, dOut: [dy, dMeanOut, dVarOut], attrs, need }) {
+    // training-mode BN in closed form, either as the op in training mode (with momentum 0 its mean and variance
+    // outputs are exactly the batch statistics it normalised with), or as the inference-form op fed with its own
+    // input's batch statistics (hint 'batch-statistics').
+    grad({ b, inputs: [x, gamma, , mean, variance], outputs, dOut: [dy, dMeanOut, dVarOut], attrs, need, hint }) {
+      const eps = attrs.float('epsilon', 1e-5);
       if (attrs.int('training_mode', 0) === 1) {
         ensure(attrs.float('momentum', 0.9) === 0, 'training-mode BatchNormalization is differentiated with momentum 0 (its outputs are then the batch statistics)');
         ensure(!dMeanOut && !dVarOut, 'the loss must not depend on the batch statistics outputs of training-mode BatchNormalization');
-        return batchNormTrainingGrad(b, x!, gamma!, outputs[1], outputs[2], dy!, attrs.float('epsilon', 1e-5), need);
+        return batchNormTrainingGrad(b, x!, gamma!, outputs[1], outputs[2], dy!, eps, need);
       }
+      if (hint === 'batch-statistics') return batchNormTrainingGrad(b, x!, gamma!, mean!, variance!, dy!, eps, need);
       const shape = concrete(x!.shape, 'BatchNormalization grad');
       const c = shape[1];
       const perChannel = [1, c, ...shape.slice(2).map(() => 1)];

@@ -191,7 +191,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   // What model.onnx will say it is fed; made now so that a mean image its metadata cannot state fails before training.
   const preprocessing = meanImage ? perPixelPreprocessing(datasetPreprocessing(cfg.dataset), meanImage, [channels, height, width]) : datasetPreprocessing(cfg.dataset);
 
-  const step = buildTrainingStep(cfg, { batch: o.batch, size: height, seed: o.seed, sgd: o.sgd });
+  // On onnxruntime's CPU provider the step may use its faster BN spelling; the GPU providers need the portable one.
+  const step = buildTrainingStep(cfg, { batch: o.batch, size: height, seed: o.seed, sgd: o.sgd, target: o.ep === 'cpu' ? 'onnxruntime-cpu' : 'any' });
   const dims = new Map<string, readonly number[]>(step.state.map((s) => [s.name, s.data.dims]));
   if (meanImage) dims.set(MEAN_IMAGE, [channels, height, width]);
   const values = new Map<string, Float32Array>();
