@@ -269,6 +269,16 @@ function spatialWindow(x: InputInfo, kernel: readonly number[], a: AttrReader, c
 
 const WINDOW_ATTRS = { kernel_shape: 'ints', strides: 'ints', pads: 'ints', dilations: 'ints', auto_pad: 'string' } as const;
 
+/** Elementwise comparisons (Equal, Greater): broadcast like Add, bool out, no gradient. */
+const COMPARISON: OpDef = {
+  attrs: {},
+  inputs: [2, 2],
+  infer(inputs) {
+    const [t] = elementwise(inputs);
+    return [{ dtype: 'bool', shape: t.shape }];
+  },
+};
+
 export const OPS: Readonly<Record<string, OpDef>> = {
   Conv: {
     attrs: { ...WINDOW_ATTRS, group: 'int' },
@@ -486,32 +496,8 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       return [{ dtype, shape: x.shape }];
     },
   },
-  Equal: {
-    attrs: {},
-    inputs: [2, 2],
-    infer(inputs) {
-      const [t] = elementwise(inputs);
-      return [{ dtype: 'bool', shape: t.shape }];
-    },
-  },
-  Greater: {
-    attrs: {},
-    inputs: [2, 2],
-    infer(inputs) {
-      const [t] = elementwise(inputs);
-      return [{ dtype: 'bool', shape: t.shape }];
-    },
-  },
-  Where: {
-    attrs: {},
-    inputs: [3, 3],
-    infer(inputs) {
-      const cond = req(inputs[0], 'condition');
-      need(cond.dtype === 'bool', `condition must be bool, got ${typeText(cond)}`);
-      const [t] = elementwise([inputs[1], inputs[2]]);
-      return [{ dtype: t.dtype, shape: broadcastShapes(cond.shape, t.shape) }];
-    },
-  },
+  Equal: COMPARISON,
+  Greater: COMPARISON,
   ArgMax: {
     attrs: { axis: 'int', keepdims: 'int', select_last_index: 'int' },
     inputs: [1, 1],
