@@ -25,7 +25,7 @@ import {
   type Augmentation,
   type Normalisation,
 } from '../src/train/augment.js';
-import { DATASET_KINDS, isInMemory, openDataset, pixelMean, type Sample } from '../src/train/datasets.js';
+import { DATASET_KINDS, type Dataset, isInMemory, openDataset, pixelMean, type Sample } from '../src/train/datasets.js';
 import { prepare, produceBatch } from '../src/train/loader.js';
 import { planarImage, writeCifar10 } from './data-writers.js';
 import { runCli, tempDir } from './helpers.js';
@@ -411,7 +411,7 @@ describe('colour stage in the ImageNet training crop', () => {
       if (kind !== 'imagenet') expect(defaultAugmentation(kind, 'train'), kind).not.toHaveProperty('colour');
     }
     // A loader for the test split refuses an augmentation with a colour stage.
-    const fake = { kind: 'imagenet', split: 'test', dir: '/x', length: 1, classes: 1, labels: ['a'], channels: 3, label: () => 0, where: () => '/x', read: () => Promise.resolve(img) } as const;
+    const fake = { kind: 'imagenet', split: 'test', dir: '/x', length: 1, classes: 1, labels: ['a'], channels: 3, label: () => 0, where: () => '/x', read: () => Promise.resolve(img) } satisfies Dataset;
     await expect(prepare({ dataset: { kind: 'imagenet', dir: '/x' }, split: 'test', batch: 1, seed: 1, augment: 'test', augmentation: whole(IMAGENET_COLOUR) }, () => Promise.resolve(fake))).rejects.toThrow(
       /colour augmentation is for training only/,
     );

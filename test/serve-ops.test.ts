@@ -26,7 +26,7 @@ interface Answer {
 }
 
 async function classify(server: RunningServer, image: Buffer, query = ''): Promise<Answer> {
-  const res = await fetch(`${server.url}/classify${query}`, { method: 'POST', headers: { 'Content-Type': 'image/jpeg' }, body: image });
+  const res = await fetch(`${server.url}/classify${query}`, { method: 'POST', headers: { 'Content-Type': 'image/jpeg' }, body: new Uint8Array(image) });
   return { status: res.status, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as Answer['body'] };
 }
 
@@ -62,7 +62,7 @@ describe('dynamic batching', () => {
   it('simultaneous requests run in batches (size > 1) and each gets its own answer', async () => {
     await withServer({ maxBatch: 8, maxDelayMs: 200 }, async (s) => {
       // Each image alone first: the reference answers.
-      const alone = [];
+      const alone: Answer[] = [];
       for (const img of images) alone.push(await classify(s, img, '?logits=1'));
       for (const a of alone) expect(a.body.timings?.batchSize).toBe(1);
       // Then all at once, three times over (36 requests).
@@ -288,7 +288,7 @@ describe('resnet-onnx serve (a real process): default model, SIGTERM drains in-f
     expect(existsSync(join('models', 'preact-resnet200-imagenet.onnx'))).toBe(true);
 
     // Four requests in flight (two batches of two at ~0.2-0.6 s per image), then SIGTERM.
-    const inflight = images.slice(0, 4).map((img) => fetch(`${url}/classify`, { method: 'POST', headers: { 'Content-Type': 'image/jpeg' }, body: img }).then(async (r) => ({ status: r.status, body: (await r.json()) as { model: string; weights: string; trained: boolean } })));
+    const inflight = images.slice(0, 4).map((img) => fetch(`${url}/classify`, { method: 'POST', headers: { 'Content-Type': 'image/jpeg' }, body: new Uint8Array(img) }).then(async (r) => ({ status: r.status, body: (await r.json()) as { model: string; weights: string; trained: boolean } })));
     await new Promise((r) => setTimeout(r, 300));
     proc.kill('SIGTERM');
     const shutting = await waitFor((l) => /^shutting down/.test(l.msg), 10_000);

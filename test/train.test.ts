@@ -9,7 +9,7 @@ import { decodeMeanImage } from '../src/export/metadata.js';
 import { onnx } from '../src/export/proto.js';
 import { SafeTensorsFile } from '../src/export/safetensors.js';
 import { DEFAULT_SGD, NEXT_SUFFIX, exportTraining } from '../src/export/training.js';
-import { resolveConfig } from '../src/models/config.js';
+import { type ModelRequest, resolveConfig } from '../src/models/config.js';
 import { readModelInfo } from '../src/serve/model-info.js';
 import { MEAN_IMAGE, loadCheckpoint } from '../src/train/checkpoint.js';
 import { DEBIAN_FASHION_MNIST, isInMemory, openDataset, pixelMean } from '../src/train/datasets.js';
@@ -19,7 +19,7 @@ import { metadataOf, runCli, seededInput, tempDir } from './helpers.js';
 
 const dir = tempDir('resnet-onnx-train-run-');
 // ResNet-8: the CIFAR family with one basic unit per stage, 1-channel input.
-const SMALL = { dataset: 'fashion-mnist', stages: [1], unit: 'basic' } as const;
+const SMALL: ModelRequest = { dataset: 'fashion-mnist', stages: [1], unit: 'basic' };
 
 describe('a short real training run', () => {
   it('on 6,400 Fashion-MNIST images: the loss falls and test accuracy rises far above chance', async () => {
