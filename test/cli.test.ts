@@ -2,7 +2,13 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { runCli, tempDir } from './helpers.js';
+import { encodeMeanImage } from '../src/export/metadata.js';
+import { saveWeights } from '../src/export/weights.js';
+import { timmPreprocessing } from '../src/import/index.js';
+import { resolveConfig } from '../src/models/config.js';
+import { type Preprocessing, datasetPreprocessing } from '../src/models/labels.js';
+import { buildResNet } from '../src/models/preact.js';
+import { metadataOf, runCli, tempDir } from './helpers.js';
 
 const dir = tempDir();
 
@@ -24,6 +30,37 @@ describe('resnet-onnx export', () => {
     const r = await runCli('export', '--depth', '20', '-o', join(dir, 'b.onnx'), '--weights', w, '-q');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/weights checkpoint: r20\.safetensors/);
+  });
+
+  it('a checkpoint\'s own preprocessing is the model\'s, with or without architecture flags; one that conflicts is refused', async () => {
+    // Weights as `import --save-weights` writes them: the config and the preprocessing they were trained with.
+    const cfg = resolveConfig({ depth: 20 });
+    const saved = (name: string, preprocessing: Preprocessing): string => {
+      const path = join(dir, `${name}.safetensors`);
+      saveWeights(buildResNet(cfg), path, { config: JSON.stringify(cfg), preprocessing: JSON.stringify(preprocessing) });
+      return path;
+    };
+    const routes = [['from-flags', ['--depth', '20']], ['from-file', []]] as const;
+    const timm = saved('timm-pre', timmPreprocessing('basic'));
+    for (const [route, flags] of routes) {
+      const out = join(dir, `timm-pre-${route}.onnx`);
+      const r = await runCli('export', ...flags, '--weights', timm, '-o', out, '-q');
+      expect(r.code, r.err).toBe(0);
+      expect(JSON.parse(metadataOf(out).preprocessing), route).toEqual(timmPreprocessing('basic'));
+    }
+    const bad = [
+      [saved('gray', datasetPreprocessing('mnist')), /gray\.safetensors: metadata 'preprocessing' states L input \(1 channel\), but the network from (the architecture flags|its metadata 'config'), pre-act ResNet-20 \(CIFAR-10, 10 classes\), takes 3-channel input/],
+      [
+        saved('small-mean', { ...datasetPreprocessing('cifar10'), meanImage: encodeMeanImage(new Float32Array(3 * 28 * 28), [3, 28, 28]) }),
+        /small-mean\.safetensors: metadata 'preprocessing': meanImage\.shape \[3, 28, 28\] is 28x28, but the crop is 32x32/,
+      ],
+    ] as const;
+    for (const [path, message] of bad)
+      for (const [route, flags] of routes) {
+        const r = await runCli('export', ...flags, '--weights', path, '-o', join(dir, 'refused.onnx'), '-q');
+        expect([r.code, r.err], route).toEqual([2, expect.stringMatching(message)]);
+      }
+    expect(existsSync(join(dir, 'refused.onnx'))).toBe(false);
   });
 
   it('--depth 7 lists the valid depths of each family', async () => {

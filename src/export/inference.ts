@@ -1,14 +1,14 @@
 // Export of an inference model: build the network, load weights if given, fold BatchNorm, write ONNX.
 
 import type { ResNetConfig } from '../models/config.js';
-import { type Preprocessing, datasetPreprocessing } from '../models/labels.js';
+import type { Preprocessing } from '../models/labels.js';
 import { buildResNet } from '../models/preact.js';
 import { type Graph, parameterCount } from '../graph/graph.js';
 import { packageVersion } from '../util/paths.js';
 import { foldBatchNorms } from './fold.js';
-import { docString, modelMetadata, perPixelPreprocessing } from './metadata.js';
+import { docString, modelMetadata } from './metadata.js';
 import { DEFAULT_OPSET, checkOpset, writeOnnx } from './onnx.js';
-import { loadWeights } from './weights.js';
+import { checkpointPreprocessing, loadWeights } from './weights.js';
 
 export interface InferenceExportOptions {
   output: string;
@@ -32,8 +32,9 @@ export interface ExportReport {
 }
 
 /**
- * Builds the inference graph, with weights and folding applied, ready to write. `preprocessing` is set when the
- * weights' checkpoint says more than the dataset's default: a per-pixel run's mean image.
+ * Builds the inference graph, with weights and folding applied, ready to write. With weights, `preprocessing` is
+ * what their checkpoint states (see checkpointPreprocessing), as `export --weights` without architecture flags
+ * states it; `cfg` then comes from the architecture flags, and a checkpoint whose preprocessing conflicts is refused.
  */
 export function inferenceGraph(cfg: ResNetConfig, o: Omit<InferenceExportOptions, 'output'>): { graph: Graph; weights: string; folded: number; preprocessing?: Preprocessing } {
   let graph = buildResNet(cfg, { seed: o.seed ?? 0, probabilities: o.probabilities });
@@ -43,7 +44,7 @@ export function inferenceGraph(cfg: ResNetConfig, o: Omit<InferenceExportOptions
     const loaded = loadWeights(graph, o.weights);
     graph = loaded.graph;
     weights = loaded.status;
-    if (loaded.meanImage) preprocessing = perPixelPreprocessing(datasetPreprocessing(cfg.dataset), loaded.meanImage.values, loaded.meanImage.shape);
+    preprocessing = checkpointPreprocessing(loaded, o.weights, cfg, 'the architecture flags');
   }
   let folded = 0;
   if (o.fold ?? true) {

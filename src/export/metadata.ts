@@ -108,3 +108,51 @@ export function perPixelPreprocessing(base: Preprocessing, values: Float32Array,
   decodeMeanImage(meanImage, channels, base.crop);
   return { ...base, scale: 1 / 255, mean: new Array<number>(channels).fill(0), std: new Array<number>(channels).fill(1), meanImage };
 }
+
+/** A preprocessing record read from a file that is not one this project writes; the message says where. */
+export class PreprocessingError extends Error {
+  override name = 'PreprocessingError';
+}
+
+/**
+ * A preprocessing record (the JSON `modelMetadata` writes) read back from a file's metadata, checked as strictly as
+ * it is written: every field present, one mean and std per channel, a mean image that fits the crop. `where` names
+ * the file and key in errors.
+ */
+export function parsePreprocessing(text: string, where: string): Preprocessing {
+  let p: Partial<Preprocessing> | null;
+  try {
+    p = JSON.parse(text) as Partial<Preprocessing> | null;
+  } catch (e) {
+    throw new PreprocessingError(`${where} is not JSON: ${(e as Error).message}`);
+  }
+  const posInt = (v: unknown): boolean => typeof v === 'number' && Number.isInteger(v) && v > 0;
+  const nums = (v: unknown): boolean => Array.isArray(v) && v.length >= 1 && v.every((x) => typeof x === 'number' && Number.isFinite(x));
+  if (
+    typeof p !== 'object' ||
+    p === null ||
+    !posInt(p.resize) ||
+    !posInt(p.crop) ||
+    typeof p.scale !== 'number' ||
+    !(p.scale > 0) ||
+    !nums(p.mean) ||
+    !nums(p.std) ||
+    p.std!.some((x) => x === 0) ||
+    !['RGB', 'BGR', 'L'].includes(p.channelOrder as string) ||
+    p.layout !== 'NCHW' ||
+    !['bilinear', 'bicubic'].includes(p.interpolation as string)
+  )
+    throw new PreprocessingError(`${where} is not a valid preprocessing record: ${text.slice(0, 200)}`);
+  const channels = p.channelOrder === 'L' ? 1 : 3;
+  if (p.mean!.length !== channels || p.std!.length !== channels)
+    throw new PreprocessingError(`${where}: channelOrder ${p.channelOrder} needs ${channels} mean and std values, got mean ${JSON.stringify(p.mean)}, std ${JSON.stringify(p.std)}`);
+  if (p.meanImage !== undefined) {
+    try {
+      decodeMeanImage(p.meanImage, channels, p.crop!);
+    } catch (e) {
+      if (e instanceof MeanImageError) throw new PreprocessingError(`${where}: ${e.message}`);
+      throw e;
+    }
+  }
+  return p as Preprocessing;
+}

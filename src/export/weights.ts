@@ -3,6 +3,9 @@
 import { basename } from 'node:path';
 import type { Graph, Initializer } from '../graph/graph.js';
 import { floatTensor } from '../graph/types.js';
+import { type ResNetConfig, describe } from '../models/config.js';
+import { type Preprocessing, datasetPreprocessing } from '../models/labels.js';
+import { META, MeanImageError, parsePreprocessing, perPixelPreprocessing } from './metadata.js';
 import { CheckpointError, SafeTensorsFile, writeSafeTensors } from './safetensors.js';
 
 export const CHECKPOINT_FORMAT = 'resnet-onnx-checkpoint/1';
@@ -52,9 +55,38 @@ export function loadWeights(g: Graph, path: string): LoadedWeights {
     init.role === 'constant' ? init : { ...init, data: floatTensor(init.data.dims, () => file.readFloat32(init.name)) },
   );
   const status = file.metadata.weights ?? `checkpoint: ${basename(path)}`;
-  const mean = file.tensors.get(MEAN_IMAGE);
-  const meanImage = mean ? { values: file.readFloat32(MEAN_IMAGE), shape: mean.shape } : undefined;
+  const meanImage = meanImageOf(file);
   return { graph: { ...g, initializers }, status, metadata: file.metadata, ...(meanImage ? { meanImage } : {}) };
+}
+
+/** The checkpoint's per-pixel mean image (MEAN_IMAGE), if its run subtracted one. */
+export function meanImageOf(file: SafeTensorsFile): LoadedWeights['meanImage'] {
+  const mean = file.tensors.get(MEAN_IMAGE);
+  return mean ? { values: file.readFloat32(MEAN_IMAGE), shape: mean.shape } : undefined;
+}
+
+/**
+ * The preprocessing a checkpoint's weights expect, the same whichever way their network was chosen (the config the
+ * checkpoint records, or architecture flags): its `preprocessing` metadata (`import --save-weights` writes it),
+ * else the dataset's default, with a per-pixel run's mean image (MEAN_IMAGE) on top. `name` is the file in
+ * errors; `network` says where `cfg` came from (e.g. "the architecture flags"). A record that does not fit the
+ * network is refused with what the file states and what the network takes.
+ */
+export function checkpointPreprocessing(ck: Pick<LoadedWeights, 'metadata' | 'meanImage'>, name: string, cfg: ResNetConfig, network: string): Preprocessing {
+  const text = ck.metadata[META.preprocessing];
+  const recorded = text !== undefined ? parsePreprocessing(text, `${name}: metadata '${META.preprocessing}'`) : undefined;
+  const base = recorded ?? datasetPreprocessing(cfg.dataset);
+  const channels = base.channelOrder === 'L' ? 1 : 3;
+  if (recorded && channels !== cfg.inChannels)
+    throw new CheckpointError(`${name}: metadata '${META.preprocessing}' states ${base.channelOrder} input (${channels} channel${channels === 1 ? '' : 's'}), but the network from ${network}, ${describe(cfg)}, takes ${cfg.inChannels}-channel input`);
+  if (!ck.meanImage) return base;
+  try {
+    return perPixelPreprocessing(base, ck.meanImage.values, ck.meanImage.shape);
+  } catch (e) {
+    if (!(e instanceof MeanImageError)) throw e;
+    const against = recorded ? `its metadata '${META.preprocessing}'` : `the default preprocessing of ${cfg.dataset} (the network from ${network}, ${describe(cfg)})`;
+    throw new CheckpointError(`${name}: tensor '${MEAN_IMAGE}' [${ck.meanImage.shape.join(', ')}] does not fit ${against}: ${e.message}`);
+  }
 }
 
 /** Writes the graph's parameters and buffers as a safetensors checkpoint. */

@@ -5,9 +5,8 @@
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { basename } from 'node:path';
-import { MeanImageError, decodeMeanImage, perPixelPreprocessing } from '../export/metadata.js';
 import { SafeTensorsFile } from '../export/safetensors.js';
-import { CHECKPOINT_FORMAT, MEAN_IMAGE } from '../export/weights.js';
+import { CHECKPOINT_FORMAT, checkpointPreprocessing, meanImageOf } from '../export/weights.js';
 import { type UnitKind, configFromJson } from '../models/config.js';
 import { type Preprocessing, datasetPreprocessing, imagenetLabels } from '../models/labels.js';
 import { mapFbResNet } from './fbresnet.js';
@@ -170,17 +169,7 @@ function ourCheckpoint(file: SafeTensorsFile, name: string, sha: string): Import
       throw new ImportError(`${name}: metadata 'labels' should be a JSON array of ${cfg.classes} strings`);
     labels = l as string[];
   }
-  let preprocessing = md.preprocessing !== undefined ? parsePreprocessing(md.preprocessing, `${name}: metadata 'preprocessing'`) : datasetPreprocessing(cfg.dataset);
-  // A per-pixel training run keeps its mean image as a tensor; the model must say it is subtracted.
-  const mean = file.tensors.get(MEAN_IMAGE);
-  if (mean) {
-    try {
-      preprocessing = perPixelPreprocessing(preprocessing, file.readFloat32(MEAN_IMAGE), mean.shape);
-    } catch (e) {
-      if (e instanceof MeanImageError) throw new ImportError(`${name}: tensor '${MEAN_IMAGE}' does not fit the model's input: ${e.message}`);
-      throw e;
-    }
-  }
+  const preprocessing = checkpointPreprocessing({ metadata: md, meanImage: meanImageOf(file) }, name, cfg, `its metadata 'config'`);
   return {
     format: 'resnet-onnx-checkpoint',
     cfg,
@@ -200,34 +189,4 @@ function parseJson(text: string, where: string): unknown {
   } catch (e) {
     throw new ImportError(`${where} is not JSON: ${(e as Error).message}`);
   }
-}
-
-function parsePreprocessing(text: string, where: string): Preprocessing {
-  const p = parseJson(text, where) as Partial<Preprocessing> | null;
-  const posInt = (v: unknown): boolean => typeof v === 'number' && Number.isInteger(v) && v > 0;
-  const nums = (v: unknown): boolean => Array.isArray(v) && v.length >= 1 && v.every((x) => typeof x === 'number' && Number.isFinite(x));
-  if (
-    typeof p !== 'object' ||
-    p === null ||
-    !posInt(p.resize) ||
-    !posInt(p.crop) ||
-    typeof p.scale !== 'number' ||
-    !(p.scale > 0) ||
-    !nums(p.mean) ||
-    !nums(p.std) ||
-    p.std!.some((x) => x === 0) ||
-    !['RGB', 'BGR', 'L'].includes(p.channelOrder as string) ||
-    p.layout !== 'NCHW' ||
-    !['bilinear', 'bicubic'].includes(p.interpolation as string)
-  )
-    throw new ImportError(`${where} is not a valid preprocessing record: ${text.slice(0, 200)}`);
-  if (p.meanImage !== undefined) {
-    try {
-      decodeMeanImage(p.meanImage, p.channelOrder === 'L' ? 1 : 3, p.crop!);
-    } catch (e) {
-      if (e instanceof MeanImageError) throw new ImportError(`${where}: ${e.message}`);
-      throw e;
-    }
-  }
-  return p as Preprocessing;
 }
