@@ -8,7 +8,7 @@ import * as ort from 'onnxruntime-node';
 import { exportInference } from '../export/inference.js';
 import { resolveConfig } from '../models/config.js';
 import { ModelFileError, readModelInfo } from '../serve/model-info.js';
-import { SERVE_DEFAULTS, ServeOptionError, startServer } from '../serve/server.js';
+import { SERVE_DEFAULTS, ServeOptionError, type ServeOptions, startServer } from '../serve/server.js';
 import { writeTritonRepository } from '../serve/triton.js';
 import { modelsDir } from '../util/paths.js';
 import { CliError, intArg, numArg } from './common.js';
@@ -39,23 +39,12 @@ const mb = (name: string) => (v: string): number => {
 };
 const MiB = 1024 * 1024;
 
-interface ServeFlags {
+/** The server's options as flags: sizes in MiB, and the model optional (the default one is exported if absent). */
+type ServeFlags = Omit<ServeOptions, 'model' | 'maxBodyBytes' | 'maxJsonBytes' | 'decodeConcurrency' | 'logDestination'> & {
   model?: string;
-  host: string;
-  port: number;
-  maxBatch: number;
-  maxDelayMs: number;
-  maxQueue: number;
-  deadlineMs: number;
   maxBodyMb: number;
   maxJsonMb: number;
-  maxPixels: number;
-  minSide: number;
-  workers: number;
-  threads?: number;
-  drainTimeoutMs: number;
-  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-}
+};
 
 export function serveCommand(prog: Command): void {
   const d = SERVE_DEFAULTS;
@@ -81,23 +70,8 @@ export function serveCommand(prog: Command): void {
       const model = modelPath(f.model);
       let server;
       try {
-        server = await startServer({
-          model,
-          host: f.host,
-          port: f.port,
-          maxBatch: f.maxBatch,
-          maxDelayMs: f.maxDelayMs,
-          maxQueue: f.maxQueue,
-          deadlineMs: f.deadlineMs,
-          maxBodyBytes: Math.round(f.maxBodyMb * MiB),
-          maxJsonBytes: Math.round(f.maxJsonMb * MiB),
-          maxPixels: f.maxPixels,
-          minSide: f.minSide,
-          workers: f.workers,
-          threads: f.threads,
-          drainTimeoutMs: f.drainTimeoutMs,
-          logLevel: f.logLevel,
-        });
+        const { model: _given, maxBodyMb, maxJsonMb, ...options } = f;
+        server = await startServer({ ...options, model, maxBodyBytes: Math.round(maxBodyMb * MiB), maxJsonBytes: Math.round(maxJsonMb * MiB) });
       } catch (e) {
         if (e instanceof ModelFileError || e instanceof ServeOptionError) throw new CliError(e.message);
         throw e;

@@ -9,14 +9,15 @@ import { graphName } from '../models/preact.js';
 import { type ColourAugmentation, IMAGENET_COLOUR, NORMALISE_MODES, type NormaliseMode, defaultAugmentation, describeAugmentation, withColour } from '../train/augment.js';
 import { DEBIAN_FASHION_MNIST, type DatasetKind, openDataset } from '../train/datasets.js';
 import { type Schedule, paperSchedule } from '../train/schedule.js';
-import { type ExecutionProvider, type TrainEvent, train } from '../train/trainer.js';
+import { type TrainEvent, type TrainOptions, train } from '../train/trainer.js';
 import { CliError, type ModelFlags, configFrom, intArg, listArg, modelOptions, numArg, rangeArg } from './common.js';
 
-interface TrainFlags extends ModelFlags {
+/** The trainer's options that are flags as they are; the rest (schedule, SGD, colour, data) are built from flags. */
+type PassedThrough = 'batch' | 'seed' | 'evalEvery' | 'logEvery' | 'checkpointEvery' | 'resume' | 'trainLimit' | 'testLimit' | 'ep' | 'threads' | 'plot';
+
+interface TrainFlags extends ModelFlags, Pick<TrainOptions, PassedThrough> {
   data?: string;
   out?: string;
-  batch: number;
-  seed: number;
   iterations?: number;
   epochs?: number;
   lr?: number;
@@ -30,18 +31,9 @@ interface TrainFlags extends ModelFlags {
   weightDecay: number;
   nesterov?: boolean;
   decayOn: 'all' | 'weights';
-  evalEvery: number;
-  logEvery: number;
-  checkpointEvery: number;
-  resume?: string;
-  trainLimit?: number;
-  testLimit?: number;
   colourJitter?: number;
   lighting?: number;
   normalise: NormaliseMode;
-  ep: ExecutionProvider;
-  threads?: number;
-  plot: boolean;
   quiet?: boolean;
 }
 
