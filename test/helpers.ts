@@ -127,3 +127,20 @@ export async function expectMatchesReference(model: string, inputs: readonly { x
     expect(rel, `${label} @ ${inp.shape.join('x')}: relative difference ${rel.toExponential(2)}`).toBeLessThanOrEqual(tol);
   }
 }
+
+/**
+ * Fuzzes an importer: `flips` copies of `bytes`, each with the byte at `pickAt()` replaced or one of its bits
+ * flipped, then `truncations` random prefixes, each through `outcome` (which must itself throw on anything but a
+ * clean error). Every truncation must be a clean error, and some flips must be.
+ */
+export function fuzzBytes(bytes: Uint8Array, rnd: () => number, pickAt: () => number, outcome: (b: Uint8Array) => 'ok' | 'error', flips: number, truncations: number): void {
+  const counts = { ok: 0, error: 0 };
+  for (let k = 0; k < flips; k++) {
+    const b = Uint8Array.from(bytes);
+    const at = pickAt();
+    b[at] = rnd() < 0.5 ? Math.floor(rnd() * 256) : b[at] ^ (1 << Math.floor(rnd() * 8));
+    counts[outcome(b)]++;
+  }
+  for (let k = 0; k < truncations; k++) expect(outcome(bytes.subarray(0, Math.floor(rnd() * bytes.length)))).toBe('error');
+  expect(counts.error).toBeGreaterThan(0);
+}
