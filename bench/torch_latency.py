@@ -6,35 +6,21 @@ swaps its checkpoint-shaped BatchNorm for torch.nn.BatchNorm2d (PyTorch's own fa
 `model(x)` under no_grad in eval mode. With --onnx-out, also writes the network through torch.onnx.export so
 the caller can time PyTorch's own ONNX export in onnxruntime. Prints one JSON line.
 """
-import argparse
 import json
-import os
 import statistics
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "reference"))
-import preact_torch  # noqa: E402
-from train_step import native_batchnorm  # noqa: E402
+from torch_common import baseline_parser, reference_model
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--size", type=int, default=320)
-    ap.add_argument("--batch", type=int, default=1)
+    ap = baseline_parser(__doc__, size=320, batch=1)
     ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--onnx-out")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    with open(args.config) as f:
-        cfg = json.load(f)
-    model = preact_torch.PreActResNet(cfg)
-    native_batchnorm(model)
+    model, cfg = reference_model(args)
     model.eval()
     x = torch.randn(args.batch, cfg["inChannels"], args.size, args.size)
     times = []

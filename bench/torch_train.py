@@ -4,34 +4,20 @@
 Prints one JSON line: the step times after warm-up (seconds), their median and images/s. With --profile, one
 more step runs under torch.autograd.profiler and the line also gives milliseconds per part of the step.
 """
-import argparse
 import json
-import os
 import statistics
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "reference"))
-import preact_torch  # noqa: E402
-from train_step import native_batchnorm  # noqa: E402
+from torch_common import baseline_parser, reference_model
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--config", required=True)
-ap.add_argument("--batch", type=int, default=128)
-ap.add_argument("--size", type=int, default=32)
+ap = baseline_parser(__doc__, size=32, batch=128)
 ap.add_argument("--steps", type=int, default=10)
-ap.add_argument("--warmup", type=int, default=3)
-ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--profile", action="store_true")
 args = ap.parse_args()
-torch.set_num_threads(args.threads)
-with open(args.config) as f:
-    cfg = json.load(f)
-model = preact_torch.PreActResNet(cfg)
-native_batchnorm(model)
+model, cfg = reference_model(args)
 model.train()
 opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
 x = torch.randn(args.batch, cfg["inChannels"], args.size, args.size)
