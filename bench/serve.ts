@@ -40,7 +40,7 @@ mkdirSync(out, { recursive: true });
 
 // The model: the served default for ResNet-200, else an export into bench/out.
 const cfg = resolveConfig({ depth, dataset: 'imagenet' });
-const model = depth === 200 ? join('models', 'preact-resnet200-imagenet.onnx') : join(out, `serve-resnet${depth}.onnx`);
+const model = depth === 200 ? join('models', 'preact-resnet200-imagenet-seed0.onnx') : join(out, `serve-resnet${depth}.onnx`);
 if (!existsSync(model)) exportInference(cfg, { output: model });
 const photo = await sharp('/usr/lib/python3/dist-packages/skimage/data/coffee.png').jpeg({ quality: 90 }).toBuffer();
 

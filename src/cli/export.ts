@@ -1,17 +1,19 @@
 // `resnet-onnx export`: write an inference ONNX model.
 
-import { existsSync, mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { type Command, Option } from 'commander';
-import { DEFAULT_SGD, exportTraining } from '../export/training.js';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { DEFAULT_SGD, exportTrainingAsync } from '../export/training.js';
 import type { BuildTarget } from '../graph/builder.js';
 import { detectFormat } from '../import/index.js';
-import { exportInference } from '../export/inference.js';
-import { saveWeights } from '../export/weights.js';
-import { type ResNetConfig, describe } from '../models/config.js';
-import { buildResNet, graphName } from '../models/preact.js';
-import { CliError, type ModelFlags, configFrom, intArg, modelOptions, numArg, progressBar } from './common.js';
-import { checkOutputDir, importOrExplain, writeImported } from './import.js';
+import { exportInferenceAsync } from '../export/inference.js';
+import { saveWeightsAsync } from '../export/weights.js';
+import { describe } from '../models/config.js';
+import { buildResNet } from '../models/preact.js';
+import { checkInputFile, checkOutputFile } from '../util/files.js';
+import { CliError, type ModelFlags, configFrom, intArg, modelOptions, opsetArg, progressBar, rangeArg } from './common.js';
+import { importOrExplain, writeImported } from './import.js';
+import { defaultOutput, distinctPaths } from './output-paths.js';
+
+export { defaultOutput } from './output-paths.js';
 
 /** The flags that choose an architecture; without them, `--weights` takes it from the file. */
 const ARCHITECTURE_FLAGS = ['depth', 'dataset', 'classes', 'unit', 'stages', 'variant', 'shortcut', 'scale', 'scaleResidual', 'gateBias', 'shortcutDropout', 'projection'];
@@ -31,12 +33,15 @@ interface ExportFlags {
   opset: number;
   probabilities?: boolean;
   saveWeights?: string;
+  force?: boolean;
   quiet?: boolean;
 }
 
 interface TrainingFlags {
   training?: boolean;
   batch: number;
+  inputSize?: number;
+  /** Deprecated spelling of --input-size (hidden). */
   size?: number;
   momentum: number;
   weightDecay: number;
@@ -49,19 +54,20 @@ function kebab(flag: string): string {
   return flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
 
-function exportTrainingStep(f: ModelFlags & ExportFlags & TrainingFlags, cmd: Command): void {
+async function exportTrainingStep(f: ModelFlags & ExportFlags & TrainingFlags, cmd: Command): Promise<void> {
   const inferenceOnly = (['weights', 'saveWeights', 'probabilities'] as const).find((k) => cmd.getOptionValueSource(k) === 'cli');
   if (inferenceOnly) throw new CliError(`--${kebab(inferenceOnly)} conflicts with --training (the training graph starts from --seed's initial weights)`);
   if (cmd.getOptionValueSource('fold') === 'cli') throw new CliError('--no-fold conflicts with --training (training graphs never fold BatchNorm)');
+  if (f.size !== undefined && f.inputSize !== undefined) throw new CliError('--size is the old spelling of --input-size; give only --input-size');
+  if (f.size !== undefined) console.error('note: --size is deprecated; use --input-size');
   const cfg = configFrom(f);
-  const size = f.size ?? (cfg.family === 'imagenet' ? 224 : cfg.inChannels === 1 ? 28 : 32);
-  const output = f.output ?? defaultOutput(cfg).replace(/\.onnx$/, `-train-b${f.batch}.onnx`);
-  if (!f.output) mkdirSync(dirname(output), { recursive: true });
-  else if (!existsSync(dirname(output) || '.')) throw new CliError(`cannot write ${output}: directory ${dirname(output)} does not exist`);
+  const size = f.inputSize ?? f.size ?? (cfg.family === 'imagenet' ? 224 : cfg.inChannels === 1 ? 28 : 32);
+  const output = f.output ?? defaultOutput(cfg, { seed: f.seed }).replace(/\.onnx$/, `-train-b${f.batch}.onnx`);
+  checkOutputFile(output, { flag: f.output ? '-o' : undefined, force: f.force, createParent: !f.output });
   const bar = progressBar(!f.quiet);
   let r;
   try {
-    r = exportTraining(cfg, { output, batch: f.batch, size, seed: f.seed, opset: f.opset, target: f.target, sgd: { momentum: f.momentum, weightDecay: f.weightDecay, nesterov: f.nesterov ?? false, decayOn: f.decayOn }, progress: bar.update });
+    r = await exportTrainingAsync(cfg, { output, batch: f.batch, size, seed: f.seed, opset: f.opset, target: f.target, sgd: { momentum: f.momentum, weightDecay: f.weightDecay, nesterov: f.nesterov ?? false, decayOn: f.decayOn }, progress: bar.update });
   } finally {
     bar.stop();
   }
@@ -69,27 +75,30 @@ function exportTrainingStep(f: ModelFlags & ExportFlags & TrainingFlags, cmd: Co
   console.log(`wrote ${output}: ${(r.bytes / 1e6).toFixed(1)} MB, ${r.nodes} nodes, ${r.state} state tensors (inputs X with outputs X#next)`);
 }
 
-export function defaultOutput(cfg: ResNetConfig): string {
-  const variant = cfg.activation === 'full-preact' ? '' : `-${cfg.activation}`;
-  const shortcut = cfg.shortcut.kind === 'identity' ? '' : `-${cfg.shortcut.kind}`;
-  return join('models', `${graphName(cfg).replace(/_/g, '-')}${variant}${shortcut}.onnx`);
+/** SGD momentum: [0, 1) (1 never forgets a gradient and diverges). */
+function momentumArg(v: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || n < 0 || n >= 1) throw new InvalidArgumentError(`--momentum must be a number in [0, 1) (0 = plain SGD, 0.9 the paper's), got '${v}'`);
+  return n;
 }
 
 export function exportCommand(prog: Command): void {
   modelOptions(prog.command('export').description('write an inference ONNX model of a pre-activation ResNet'))
-    .option('-o, --output <file>', 'output path (default: models/<name>.onnx)')
+    .option('-o, --output <file>', 'output path (default: models/<name>-seed<N>.onnx, or models/<name>-from-<weights>.onnx with --weights)')
     .option('--seed <n>', 'seed for the initial weights', intArg('--seed', 0), 0)
     .option('--weights <file>', 'load weights: a checkpoint written by this project (.safetensors; without architecture flags, the architecture it records), or a file `import` reads (.t7, timm safetensors)')
     .option('--no-fold', 'keep BatchNormalization nodes as defined (default: fold into the preceding conv)')
-    .option('--opset <n>', 'ONNX opset (13..22); the IR version follows it', intArg('--opset'), 17)
+    .option('--opset <n>', 'ONNX opset (13..22); the IR version follows it', opsetArg, 17)
     .option('--probabilities', 'add a `probabilities` output (softmax of the logits)')
     .option('--save-weights <file>', 'also write the weights used as a .safetensors checkpoint')
+    .option('--force', 'replace output files that exist (-o, --save-weights)')
     .option('-q, --quiet', 'no progress bar')
     .option('--training', 'write the training-step graph (forward, loss, backward, SGD) instead of the inference graph')
     .option('--batch <n>', 'with --training: batch size of the step', intArg('--batch'), 128)
-    .option('--size <n>', 'with --training: input height = width (default 32 CIFAR, 28 MNIST-style, 224 ImageNet)', intArg('--size', 8))
-    .option('--momentum <mu>', 'with --training: SGD momentum', numArg('--momentum'), DEFAULT_SGD.momentum)
-    .option('--weight-decay <wd>', 'with --training: weight decay', numArg('--weight-decay'), DEFAULT_SGD.weightDecay)
+    .option('--input-size <n>', 'with --training: input height = width (default 32 CIFAR, 28 MNIST-style, 224 ImageNet)', intArg('--input-size', 8))
+    .addOption(new Option('--size <n>', 'deprecated: --input-size').argParser(intArg('--size', 8)).hideHelp())
+    .option('--momentum <mu>', 'with --training: SGD momentum, in [0, 1)', momentumArg, DEFAULT_SGD.momentum)
+    .option('--weight-decay <wd>', 'with --training: weight decay, >= 0', rangeArg('--weight-decay', 0), DEFAULT_SGD.weightDecay)
     .option('--nesterov', 'with --training: Nesterov momentum')
     .addOption(new Option('--decay-on <which>', 'with --training: weight decay on all learned tensors or conv/FC weights only').choices(['all', 'weights']).default('all'))
     .addOption(
@@ -97,21 +106,33 @@ export function exportCommand(prog: Command): void {
         .choices(['any', 'onnxruntime-cpu'])
         .default('any'),
     )
-    .action((f: ModelFlags & ExportFlags & TrainingFlags, cmd: Command) => {
+    .action(async (f: ModelFlags & ExportFlags & TrainingFlags, cmd: Command) => {
       if (f.training) return exportTrainingStep(f, cmd);
-      const onlyTraining = (['batch', 'size', 'momentum', 'weightDecay', 'nesterov', 'decayOn', 'target'] as const).find((k) => cmd.getOptionValueSource(k) === 'cli');
+      const onlyTraining = (['batch', 'inputSize', 'size', 'momentum', 'weightDecay', 'nesterov', 'decayOn', 'target'] as const).find((k) => cmd.getOptionValueSource(k) === 'cli');
       if (onlyTraining) throw new CliError(`--${kebab(onlyTraining)} applies to --training exports only`);
       if (f.weights && f.saveWeights) throw new CliError('--weights and --save-weights conflict: the checkpoint already exists; copy it instead');
+      if (f.weights) checkInputFile(f.weights, '--weights');
+      // A path the user typed is checked before the file is read; a default one is named after what it holds.
+      distinctPaths({ '-o': f.output, '--save-weights': f.saveWeights }, { '--weights': f.weights });
+      if (f.output) checkOutputFile(f.output, { flag: '-o', force: f.force });
+      if (f.saveWeights) checkOutputFile(f.saveWeights, { flag: '--save-weights', force: f.force });
       const flag = architectureGiven(cmd);
       if (f.weights && flag === undefined) {
         // The architecture comes from the file: a checkpoint's recorded config, or an imported format's structure.
         const net = importOrExplain(f.weights);
-        const output = f.output ?? defaultOutput(net.cfg);
-        checkOutputDir(output, f.output !== undefined);
+        const output = f.output ?? defaultOutput(net.cfg, { weights: f.weights });
+        if (!f.output) {
+          try {
+            checkOutputFile(output, { force: f.force, createParent: true });
+          } catch (e) {
+            net.close();
+            throw e;
+          }
+        }
         writeImported(net, output, f);
         return;
       }
-      if (f.weights && existsSync(f.weights)) {
+      if (f.weights) {
         let format: string | undefined;
         try {
           format = detectFormat(f.weights);
@@ -119,26 +140,24 @@ export function exportCommand(prog: Command): void {
           format = undefined; // not ours to judge here: loading it reports what is wrong
         }
         if (format === 't7' || format === 'timm-safetensors')
-          throw new CliError(`--${(flag ?? '').replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} conflicts with --weights ${f.weights}: the architecture of a ${format === 't7' ? '.t7 model' : 'timm state dict'} comes from the file; drop the architecture flags`);
+          throw new CliError(`--${kebab(flag ?? '')} conflicts with --weights ${f.weights}: the architecture of a ${format === 't7' ? '.t7 model' : 'timm state dict'} comes from the file; drop the architecture flags`);
       }
       const cfg = configFrom(f);
-      const output = f.output ?? defaultOutput(cfg);
-      // Only the default folder is created; a user's -o path must point into an existing directory.
-      if (!f.output) mkdirSync(dirname(output), { recursive: true });
-      else if (!existsSync(dirname(output) || '.')) throw new CliError(`cannot write ${output}: directory ${dirname(output)} does not exist`);
+      const output = f.output ?? defaultOutput(cfg, f.weights ? { weights: f.weights } : { seed: f.seed });
+      if (!f.output) checkOutputFile(output, { force: f.force, createParent: true });
       const started = Date.now();
       const bar = progressBar(!f.quiet);
       let report;
       try {
-        report = exportInference(cfg, { output, seed: f.seed, weights: f.weights, fold: f.fold, opset: f.opset, probabilities: f.probabilities, progress: bar.update });
+        report = await exportInferenceAsync(cfg, { output, seed: f.seed, weights: f.weights, fold: f.fold, opset: f.opset, probabilities: f.probabilities, progress: bar.update });
       } finally {
         bar.stop();
       }
-      if (f.saveWeights) saveWeights(buildResNet(cfg, { seed: f.seed }), f.saveWeights, { config: JSON.stringify(cfg) });
+      // Its own `weights` record, so that `export --weights` of it still says these are random-init weights.
+      if (f.saveWeights) await saveWeightsAsync(buildResNet(cfg, { seed: f.seed }), f.saveWeights, { config: JSON.stringify(cfg), weights: report.weights });
       const secs = ((Date.now() - started) / 1000).toFixed(1);
       console.log(`${describe(cfg)}`);
       console.log(`wrote ${report.path}: ${(report.bytes / 1e6).toFixed(1)} MB, ${report.parameters.toLocaleString('en-US')} parameters, ${report.nodes} nodes, ${report.foldedBatchNorms} BatchNorms folded, opset ${f.opset}, weights ${report.weights} (${secs} s)`);
       if (f.saveWeights) console.log(`wrote ${f.saveWeights}`);
     });
-
 }

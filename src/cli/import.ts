@@ -1,11 +1,11 @@
 // `resnet-onnx import`: turn published weights (fb.resnet.torch .t7, timm ResNetV2 safetensors) into our ONNX.
 
-import { existsSync, mkdirSync } from 'node:fs';
-import { basename, dirname, extname, join } from 'node:path';
 import type { Command } from 'commander';
 import { describe } from '../models/config.js';
-import { type Imported, ImportError, T7Error, exportImported, importModel } from '../import/index.js';
-import { CliError, intArg, progressBar } from './common.js';
+import { type Imported, ImportError, T7Error, exportImported, importFailure, importModel } from '../import/index.js';
+import { checkInputFile, checkOutputFile } from '../util/files.js';
+import { CliError, opsetArg, progressBar } from './common.js';
+import { defaultOutput, distinctPaths } from './output-paths.js';
 
 export interface ImportFlags {
   output?: string;
@@ -13,6 +13,7 @@ export interface ImportFlags {
   opset: number;
   probabilities?: boolean;
   saveWeights?: string;
+  force?: boolean;
   quiet?: boolean;
 }
 
@@ -21,7 +22,7 @@ export function importOrExplain(path: string): Imported {
   try {
     return importModel(path);
   } catch (e) {
-    if (e instanceof ImportError || e instanceof T7Error) throw new CliError(`cannot import ${path}: ${e.message}`);
+    if (e instanceof ImportError || e instanceof T7Error) throw new CliError(importFailure(path, e));
     throw e;
   }
 }
@@ -50,26 +51,34 @@ export function writeImported(net: Imported, output: string, f: ImportFlags): vo
   if (f.saveWeights) console.log(`wrote ${f.saveWeights}`);
 }
 
-export function checkOutputDir(output: string, given: boolean): void {
-  // Only the default folder is created; a user's -o path must point into an existing directory.
-  if (!given) mkdirSync(dirname(output), { recursive: true });
-  else if (!existsSync(dirname(output) || '.')) throw new CliError(`cannot write ${output}: directory ${dirname(output)} does not exist`);
-}
-
 export function importCommand(prog: Command): void {
   prog
     .command('import')
     .description('convert published weights to ONNX: fb.resnet.torch .t7 (e.g. resnet-200.t7) or timm ResNetV2 .safetensors; the format is read from the content')
     .argument('<file>', 'a Lua Torch .t7 model, a timm ResNetV2 safetensors state dict, or a resnet-onnx checkpoint')
-    .option('-o, --output <file>', 'output path (default: models/<file name>.onnx)')
+    .option('-o, --output <file>', 'output path (default: models/<name>-from-<file name>.onnx)')
     .option('--no-fold', 'keep BatchNormalization nodes (default: fold into the preceding conv)')
-    .option('--opset <n>', 'ONNX opset (13..22); the IR version follows it', intArg('--opset'), 17)
+    .option('--opset <n>', 'ONNX opset (13..22); the IR version follows it', opsetArg, 17)
     .option('--probabilities', 'add a `probabilities` output (softmax of the logits)')
     .option('--save-weights <file>', 'also write the weights as a resnet-onnx checkpoint (.safetensors) that records the architecture')
+    .option('--force', 'replace output files that exist (-o, --save-weights)')
     .option('-q, --quiet', 'no progress bar')
     .action((file: string, f: ImportFlags) => {
-      const output = f.output ?? join('models', `${basename(file, extname(file))}.onnx`);
-      checkOutputDir(output, f.output !== undefined);
-      writeImported(importOrExplain(file), output, f);
+      checkInputFile(file, 'import');
+      distinctPaths({ '-o': f.output, '--save-weights': f.saveWeights }, { 'the input': file });
+      if (f.output) checkOutputFile(f.output, { flag: '-o', force: f.force });
+      if (f.saveWeights) checkOutputFile(f.saveWeights, { flag: '--save-weights', force: f.force });
+      const net = importOrExplain(file);
+      // The default name says what the network is, which only the file tells.
+      const output = f.output ?? defaultOutput(net.cfg, { weights: file });
+      if (!f.output) {
+        try {
+          checkOutputFile(output, { force: f.force, createParent: true });
+        } catch (e) {
+          net.close();
+          throw e;
+        }
+      }
+      writeImported(net, output, f);
     });
 }

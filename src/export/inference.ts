@@ -7,7 +7,7 @@ import { type Graph, parameterCount } from '../graph/graph.js';
 import { packageVersion } from '../util/paths.js';
 import { foldBatchNorms } from './fold.js';
 import { docString, modelMetadata } from './metadata.js';
-import { DEFAULT_OPSET, checkOpset, writeOnnx } from './onnx.js';
+import { DEFAULT_OPSET, type WriteOptions, checkOpset, writeOnnx, writeOnnxAsync } from './onnx.js';
 import { checkpointPreprocessing, loadWeights } from './weights.js';
 
 export interface InferenceExportOptions {
@@ -55,18 +55,27 @@ export function inferenceGraph(cfg: ResNetConfig, o: Omit<InferenceExportOptions
   return { graph, weights, folded, ...(preprocessing ? { preprocessing } : {}) };
 }
 
-export function exportInference(cfg: ResNetConfig, o: InferenceExportOptions): ExportReport {
+/** The graph to write and its file's fields; shared by the synchronous and the asynchronous export. */
+function prepareExport(cfg: ResNetConfig, o: InferenceExportOptions): { graph: Graph; write: WriteOptions; report: Omit<ExportReport, 'bytes'> } {
   const opset = o.opset ?? DEFAULT_OPSET;
   checkOpset(opset);
   const params = parameterCount(buildResNet(cfg));
   const { graph, weights, folded, preprocessing } = inferenceGraph(cfg, o);
   const desc = { weights, folded: folded > 0, preprocessing };
-  const bytes = writeOnnx(graph, o.output, {
-    opset,
-    docString: docString(cfg, desc),
-    metadata: modelMetadata(cfg, desc),
-    producerVersion: packageVersion(),
-    progress: o.progress,
-  });
-  return { path: o.output, bytes, parameters: params, nodes: graph.nodes.length, foldedBatchNorms: folded, weights };
+  return {
+    graph,
+    write: { opset, docString: docString(cfg, desc), metadata: modelMetadata(cfg, desc), producerVersion: packageVersion(), progress: o.progress },
+    report: { path: o.output, parameters: params, nodes: graph.nodes.length, foldedBatchNorms: folded, weights },
+  };
+}
+
+export function exportInference(cfg: ResNetConfig, o: InferenceExportOptions): ExportReport {
+  const { graph, write, report } = prepareExport(cfg, o);
+  return { ...report, bytes: writeOnnx(graph, o.output, write) };
+}
+
+/** As exportInference, yielding to the event loop between tensors, so that an interrupt stops it promptly. */
+export async function exportInferenceAsync(cfg: ResNetConfig, o: InferenceExportOptions): Promise<ExportReport> {
+  const { graph, write, report } = prepareExport(cfg, o);
+  return { ...report, bytes: await writeOnnxAsync(graph, o.output, write) };
 }

@@ -5,7 +5,7 @@ import { endianness } from 'node:os';
 import { type OnnxTypes, onnx } from './proto.js';
 import protobuf from 'protobufjs/minimal.js';
 import type { Graph, Node, ValueInfo } from '../graph/graph.js';
-import { writeFileAtomic } from './atomic.js';
+import { type Put, writeFileAtomic, writeFileAtomicAsync, yieldToEventLoop } from './atomic.js';
 import type { Attr } from '../graph/ops.js';
 import { type TensorData, ONNX_DTYPE, isSym } from '../graph/types.js';
 
@@ -108,17 +108,15 @@ export function checkOpset(opset: number): void {
 }
 
 /**
- * Writes `graph` to `path` atomically (a temporary file renamed into place): a failed or interrupted export
- * never leaves a truncated model behind. Returns the file size in bytes.
+ * The bytes of a model file as pieces: the model's and graph's fields, then one group per initializer, each
+ * produced (random init, folding, a checkpoint read) only when the group is asked for. Sizes are computed from
+ * dims alone, so the graph's length prefix is written before its tensors.
  */
-export function writeOnnx(graph: Graph, path: string, opts: WriteOptions = {}): number {
+function modelPieces(graph: Graph, opts: WriteOptions): { total: number; groups: () => Generator<Uint8Array[]> } {
   if (endianness() !== 'LE') throw new Error('ONNX raw_data is little-endian; this machine is big-endian');
-  const opset = opts.opset ?? DEFAULT_OPSET;
-  checkOpset(opset);
+  checkOpset(opts.opset ?? DEFAULT_OPSET);
   const head = onnx.ModelProto.encode(modelFields(opts)).finish();
   const graphHead = onnx.GraphProto.encode(graphFields(graph, opts)).finish();
-
-  // Sizes first (from dims alone), so the graph's length prefix can be written before its tensors.
   const inits = graph.initializers.map((init) => {
     const header = onnx.TensorProto.encode(tensorHeader(init.name, init.data)).finish();
     const elemSize = init.data.dtype === 'int64' ? 8 : init.data.dtype === 'bool' ? 1 : 4;
@@ -128,26 +126,56 @@ export function writeOnnx(graph: Graph, path: string, opts: WriteOptions = {}): 
   });
   const graphLen = graphHead.length + inits.reduce((s, i) => s + i.fieldLen, 0);
   const total = head.length + 1 + varintLength(graphLen) + graphLen;
-
-  let written = 0;
-  writeFileAtomic(path, (write) => {
-    const put = (bytes: Uint8Array): void => {
-      write(bytes);
-      written += bytes.length;
-    };
-    put(head);
-    put(fieldPrefix(GRAPH_FIELD_IN_MODEL, graphLen));
-    put(graphHead);
+  function* groups(): Generator<Uint8Array[]> {
+    yield [head, fieldPrefix(GRAPH_FIELD_IN_MODEL, graphLen), graphHead];
     for (const { init, header, rawLen, tensorLen } of inits) {
-      put(fieldPrefix(INITIALIZER_FIELD_IN_GRAPH, tensorLen));
-      put(header);
-      put(fieldPrefix(RAW_DATA_FIELD_IN_TENSOR, rawLen));
       const raw = bytesOf(init.data);
       if (raw.length !== rawLen) throw new Error(`initializer ${init.name}: ${raw.length} bytes, ${rawLen} expected`);
-      put(raw);
-      opts.progress?.(written, total);
+      yield [fieldPrefix(INITIALIZER_FIELD_IN_GRAPH, tensorLen), header, fieldPrefix(RAW_DATA_FIELD_IN_TENSOR, rawLen), raw];
     }
-    if (written !== total) throw new Error(`internal error: wrote ${written} bytes, planned ${total}`);
+  }
+  return { total, groups };
+}
+
+/** Writes one group and reports progress; returns the bytes written so far. */
+function putGroup(put: Put, group: Uint8Array[], written: number, total: number, opts: WriteOptions): number {
+  for (const bytes of group) {
+    put(bytes);
+    written += bytes.length;
+  }
+  opts.progress?.(written, total);
+  return written;
+}
+
+function checkTotal(written: number, total: number): void {
+  if (written !== total) throw new Error(`internal error: wrote ${written} bytes, planned ${total}`);
+}
+
+/**
+ * Writes `graph` to `path` atomically (a temporary file renamed into place): a failed or interrupted export
+ * never leaves a truncated model behind. Returns the file size in bytes. Synchronous: a signal is handled only
+ * after the whole file; the CLI uses writeOnnxAsync.
+ */
+export function writeOnnx(graph: Graph, path: string, opts: WriteOptions = {}): number {
+  const { total, groups } = modelPieces(graph, opts);
+  writeFileAtomic(path, (put) => {
+    let written = 0;
+    for (const group of groups()) written = putGroup(put, group, written, total, opts);
+    checkTotal(written, total);
+  });
+  return total;
+}
+
+/** As writeOnnx, yielding to the event loop after each initializer, so that an interrupt stops it promptly. */
+export async function writeOnnxAsync(graph: Graph, path: string, opts: WriteOptions = {}): Promise<number> {
+  const { total, groups } = modelPieces(graph, opts);
+  await writeFileAtomicAsync(path, async (put) => {
+    let written = 0;
+    for (const group of groups()) {
+      written = putGroup(put, group, written, total, opts);
+      await yieldToEventLoop();
+    }
+    checkTotal(written, total);
   });
   return total;
 }

@@ -3,7 +3,7 @@
 // The reader checks every declared size against the file before allocating anything.
 
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { writeFileAtomic } from './atomic.js';
+import { writeFileAtomic, writeFileAtomicAsync, yieldToEventLoop } from './atomic.js';
 
 export type SafeDType = 'F32' | 'F64' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 const ELEM_SIZE: Record<SafeDType, number> = { F32: 4, F64: 8, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
@@ -53,7 +53,8 @@ export class SafeTensorsFile {
       const lenBuf = Buffer.alloc(8);
       readSync(fd, lenBuf, 0, 8, 0);
       const headerLen = Number(lenBuf.readBigUInt64LE(0));
-      if (headerLen > MAX_HEADER || headerLen > size - 8) bad(`declared header length ${headerLen} exceeds the file (${size} bytes) or ${MAX_HEADER}`);
+      if (headerLen > size - 8) bad(`declared header length ${headerLen} exceeds the file's ${size - 8} bytes after the length field (truncated or corrupted file)`);
+      if (headerLen > MAX_HEADER) bad(`declared header length ${headerLen} exceeds the ${MAX_HEADER}-byte limit on headers`);
       const headerBuf = Buffer.alloc(headerLen);
       readSync(fd, headerBuf, 0, headerLen, 8);
       let header: unknown;
@@ -159,8 +160,8 @@ export interface TensorToSave {
   readonly values: () => Float32Array;
 }
 
-/** Writes float32 tensors (in the given order) and string metadata atomically. */
-export function writeSafeTensors(path: string, tensors: readonly TensorToSave[], metadata: Readonly<Record<string, string>> = {}): void {
+/** The file's bytes: the header, then one piece per tensor, produced when asked for (a large checkpoint is streamed). */
+function* safeTensorsPieces(tensors: readonly TensorToSave[], metadata: Readonly<Record<string, string>>): Generator<Uint8Array> {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const t of tensors) {
@@ -173,14 +174,28 @@ export function writeSafeTensors(path: string, tensors: readonly TensorToSave[],
   const jsonBuf = Buffer.from(json, 'utf8');
   const lenBuf = Buffer.alloc(8);
   lenBuf.writeBigUInt64LE(BigInt(jsonBuf.length));
+  yield Buffer.concat([lenBuf, jsonBuf]);
+  for (const t of tensors) {
+    const v = t.values();
+    const expected = t.shape.reduce((p, d) => p * d, 1);
+    if (v.length !== expected) throw new CheckpointError(`tensor '${t.name}' has ${v.length} values, shape [${t.shape.join(', ')}] needs ${expected}`);
+    yield new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  }
+}
+
+/** Writes float32 tensors (in the given order) and string metadata atomically. */
+export function writeSafeTensors(path: string, tensors: readonly TensorToSave[], metadata: Readonly<Record<string, string>> = {}): void {
   writeFileAtomic(path, (put) => {
-    put(lenBuf);
-    put(jsonBuf);
-    for (const t of tensors) {
-      const v = t.values();
-      const expected = t.shape.reduce((p, d) => p * d, 1);
-      if (v.length !== expected) throw new CheckpointError(`tensor '${t.name}' has ${v.length} values, shape [${t.shape.join(', ')}] needs ${expected}`);
-      put(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+    for (const piece of safeTensorsPieces(tensors, metadata)) put(piece);
+  });
+}
+
+/** As writeSafeTensors, yielding to the event loop after each tensor, so that an interrupt stops it promptly. */
+export async function writeSafeTensorsAsync(path: string, tensors: readonly TensorToSave[], metadata: Readonly<Record<string, string>> = {}): Promise<void> {
+  await writeFileAtomicAsync(path, async (put) => {
+    for (const piece of safeTensorsPieces(tensors, metadata)) {
+      put(piece);
+      await yieldToEventLoop();
     }
   });
 }

@@ -17,7 +17,7 @@ import { type ResNetConfig, describe } from '../models/config.js';
 import { graphName, resnetForward } from '../models/preact.js';
 import { packageVersion } from '../util/paths.js';
 import { modelMetadata } from './metadata.js';
-import { DEFAULT_OPSET, writeOnnx } from './onnx.js';
+import { DEFAULT_OPSET, type WriteOptions, writeOnnx, writeOnnxAsync } from './onnx.js';
 
 export const MOMENTUM_SUFFIX = '#momentum';
 export const NEXT_SUFFIX = '#next';
@@ -116,12 +116,8 @@ export interface TrainingExportOptions extends TrainingGraphOptions {
   progress?: (written: number, total: number) => void;
 }
 
-/**
- * Writes the training-step graph as one self-contained ONNX file. Every state input also has an initializer of
- * the same name holding its initial value (ONNX's default for an input), so the file alone can run a first step;
- * a loop then feeds each `X#next` output back as `X`. The naming convention is repeated in the doc string.
- */
-export function exportTraining(cfg: ResNetConfig, o: TrainingExportOptions): { bytes: number; state: number; nodes: number } {
+/** The training-step graph with its initial values as defaults, and the file's fields. */
+function prepareTraining(cfg: ResNetConfig, o: TrainingExportOptions): { graph: Graph; write: WriteOptions; state: number; nodes: number } {
   const opset = o.opset ?? DEFAULT_OPSET;
   if (opset < 16) throw new Error(`training graphs need opset >= 16 (ScatterElements with reduction), got ${opset}`);
   const { graph, state, sgd } = buildTrainingStep(cfg, o);
@@ -135,12 +131,28 @@ export function exportTraining(cfg: ResNetConfig, o: TrainingExportOptions): { b
       ? "Built for onnxruntime's CPU provider: BatchNormalization in training mode computes the batch statistics (onnxruntime's CUDA and ROCm providers reject that op)."
       : 'Built for any runtime: batch statistics are computed with ReduceSum.',
   ].join('\n');
-  const bytes = writeOnnx(withDefaults, o.output, {
+  const write: WriteOptions = {
     opset,
     docString: doc,
     metadata: { ...modelMetadata(cfg, { weights: `random-init (seed ${o.seed ?? 0})`, folded: false }), kind: 'training-step', target: o.target ?? 'any', batch: String(o.batch), input_size: String(o.size), sgd: JSON.stringify(sgd) },
     producerVersion: packageVersion(),
     progress: o.progress,
-  });
-  return { bytes, state: state.length, nodes: graph.nodes.length };
+  };
+  return { graph: withDefaults, write, state: state.length, nodes: graph.nodes.length };
+}
+
+/**
+ * Writes the training-step graph as one self-contained ONNX file. Every state input also has an initializer of
+ * the same name holding its initial value (ONNX's default for an input), so the file alone can run a first step;
+ * a loop then feeds each `X#next` output back as `X`. The naming convention is repeated in the doc string.
+ */
+export function exportTraining(cfg: ResNetConfig, o: TrainingExportOptions): { bytes: number; state: number; nodes: number } {
+  const { graph, write, state, nodes } = prepareTraining(cfg, o);
+  return { bytes: writeOnnx(graph, o.output, write), state, nodes };
+}
+
+/** As exportTraining, yielding to the event loop between tensors, so that an interrupt stops it promptly. */
+export async function exportTrainingAsync(cfg: ResNetConfig, o: TrainingExportOptions): Promise<{ bytes: number; state: number; nodes: number }> {
+  const { graph, write, state, nodes } = prepareTraining(cfg, o);
+  return { bytes: await writeOnnxAsync(graph, o.output, write), state, nodes };
 }

@@ -6,7 +6,7 @@ import { floatTensor } from '../graph/types.js';
 import { type ResNetConfig, describe } from '../models/config.js';
 import { type Preprocessing, datasetPreprocessing } from '../models/labels.js';
 import { META, MeanImageError, parsePreprocessing, perPixelPreprocessing } from './metadata.js';
-import { CheckpointError, SafeTensorsFile, writeSafeTensors } from './safetensors.js';
+import { CheckpointError, SafeTensorsFile, type TensorToSave, writeSafeTensors, writeSafeTensorsAsync } from './safetensors.js';
 
 export const CHECKPOINT_FORMAT = 'resnet-onnx-checkpoint/1';
 
@@ -89,11 +89,16 @@ export function checkpointPreprocessing(ck: Pick<LoadedWeights, 'metadata' | 'me
   }
 }
 
+function tensorsToSave(g: Graph): TensorToSave[] {
+  return checkpointTensors(g).map((i) => ({ name: i.name, shape: i.data.dims, values: () => i.data.values() as Float32Array }));
+}
+
 /** Writes the graph's parameters and buffers as a safetensors checkpoint. */
 export function saveWeights(g: Graph, path: string, metadata: Readonly<Record<string, string>> = {}): void {
-  writeSafeTensors(
-    path,
-    checkpointTensors(g).map((i) => ({ name: i.name, shape: i.data.dims, values: () => i.data.values() as Float32Array })),
-    { format: CHECKPOINT_FORMAT, ...metadata },
-  );
+  writeSafeTensors(path, tensorsToSave(g), { format: CHECKPOINT_FORMAT, ...metadata });
+}
+
+/** As saveWeights, yielding to the event loop between tensors (an interrupt stops it promptly). */
+export async function saveWeightsAsync(g: Graph, path: string, metadata: Readonly<Record<string, string>> = {}): Promise<void> {
+  await writeSafeTensorsAsync(path, tensorsToSave(g), { format: CHECKPOINT_FORMAT, ...metadata });
 }
