@@ -7,7 +7,13 @@ export interface Curve {
   points: [number, number][];
 }
 
-function panel(title: string, curves: Curve[], yLabel: string, log: boolean): string {
+/** A vertical line across the panels, e.g. where a run was resumed. */
+export interface Marker {
+  x: number;
+  label: string;
+}
+
+function panel(title: string, curves: Curve[], yLabel: string, log: boolean, markers: readonly Marker[]): string {
   const w = 560;
   const h = 300;
   const m = { l: 60, r: 20, t: 30, b: 40 };
@@ -32,6 +38,9 @@ function panel(title: string, curves: Curve[], yLabel: string, log: boolean): st
       const pts = c.points.filter(([, y]) => Number.isFinite(y) && (!log || y > 0)).map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`);
       return `<polyline fill="none" stroke="${c.colour}" stroke-width="1.5" points="${pts.join(' ')}"/>`;
     });
+  const marks = markers
+    .filter((k) => k.x >= x0 && k.x <= x1)
+    .map((k) => `<line x1="${sx(k.x).toFixed(1)}" x2="${sx(k.x).toFixed(1)}" y1="${m.t}" y2="${h - m.b}" stroke="#888" stroke-dasharray="4 3"/><text x="${(sx(k.x) + 3).toFixed(1)}" y="${m.t + 10}" font-size="10" fill="#666">${k.label}</text>`);
   const legend = curves.map((c, i) => `<text x="${w - m.r - 150}" y="${m.t + 14 * (i + 1)}" fill="${c.colour}" font-size="12">${c.label}</text>`);
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif">`,
@@ -40,18 +49,19 @@ function panel(title: string, curves: Curve[], yLabel: string, log: boolean): st
     `<line x1="${m.l}" x2="${w - m.r}" y1="${h - m.b}" y2="${h - m.b}" stroke="#888"/><line x1="${m.l}" x2="${m.l}" y1="${m.t}" y2="${h - m.b}" stroke="#888"/>`,
     `<text x="${m.l}" y="${h - 8}" font-size="11">${x0}</text><text x="${w - m.r}" y="${h - 8}" text-anchor="end" font-size="11">${x1} iterations</text>`,
     `<text x="14" y="${h / 2}" font-size="11" transform="rotate(-90 14 ${h / 2})" text-anchor="middle">${yLabel}</text>`,
+    ...marks,
     ...lines,
     ...legend,
     '</svg>',
   ].join('\n');
 }
 
-export function curvesHtml(title: string, loss: Curve[], error: Curve[]): string {
+export function curvesHtml(title: string, loss: Curve[], error: Curve[], markers: readonly Marker[] = []): string {
   const esc = (s: string): string => s.replace(/[&<>]/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;' })[ch]!);
   return `<!doctype html><html><head><meta charset="utf-8"><title>${esc(title)}</title></head><body style="font-family:sans-serif">
 <h2>${esc(title)}</h2>
-${panel('training loss', loss, 'loss (log)', true)}
-${panel('error (%)', error, 'error %', false)}
+${panel('training loss', loss, 'loss (log)', true, markers)}
+${panel('error (%)', error, 'error %', false, markers)}
 </body></html>
 `;
 }
