@@ -23,6 +23,8 @@ beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (.ci/run does it)`);
   exportInference(resolveConfig({ dataset: 'imagenet', stages: [1, 1, 1, 1], unit: 'basic' }), { output: model });
   writeFileSync(join(dir, 'chelsea.jpg'), await sharp(join(SKIMAGE_DATA, 'chelsea.png')).jpeg({ quality: 92 }).toBuffer());
+  // The same JPEG without an extension: the browser gives it no type, and the page sends application/octet-stream.
+  writeFileSync(join(dir, 'chelsea'), readFileSync(join(dir, 'chelsea.jpg')));
   writeFileSync(join(dir, 'drawing.svg'), '<svg xmlns="http://www.w3.org/2000/svg" width="400" height="400"><circle cx="200" cy="200" r="150"/></svg>');
   server = await startServer({ model, port: 0, logLevel: 'silent' });
   await server.ready;
@@ -98,13 +100,71 @@ describe('the web page', () => {
     expect(s.status).toMatch(/coffee\.png: png 600x400/);
   });
 
+  it('a JPEG file without extension (no type: sent as application/octet-stream) is chosen or dropped and classified', async () => {
+    const sent: (string | undefined)[] = [];
+    const record = (r: { url: () => string; headers: () => Record<string, string> }): void => void (r.url().includes('/classify') && sent.push(r.headers()['content-type']));
+    page.on('request', record);
+    try {
+      await page.goto(server.url);
+      await page.setInputFiles('#file', join(dir, 'chelsea'));
+      await page.locator('#top li').nth(4).waitFor({ timeout: 20_000 });
+      const chosen = await shows();
+      expect(chosen.bars).toHaveLength(5);
+      expect(chosen.status).toMatch(/^chelsea: jpeg 451x300/);
+      // Dropped: a File with neither a name extension nor a type.
+      await page.goto(server.url);
+      const bytes = readFileSync(join(dir, 'chelsea')).toString('base64');
+      await page.evaluate(async (b64) => {
+        const bin = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bin], 'photo'));
+        document.getElementById('drop')?.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+      }, bytes);
+      await page.locator('#top li').nth(4).waitFor({ timeout: 20_000 });
+      const dropped = await shows();
+      expect(dropped.status).toMatch(/^photo: jpeg 451x300/);
+      // The same predictions as the .jpg file sent as image/jpeg.
+      const direct = (await (await fetch(`${server.url}/classify?topk=5`, { method: 'POST', headers: { 'Content-Type': 'image/jpeg' }, body: readFileSync(join(dir, 'chelsea.jpg')) })).json()) as { predictions: { probability: number }[] };
+      expect(dropped.bars.map((b) => b.probability)).toEqual(direct.predictions.map((p) => p.probability));
+      expect(chosen.bars.map((b) => b.probability)).toEqual(direct.predictions.map((p) => p.probability));
+      expect(sent).toEqual(['application/octet-stream', 'application/octet-stream']);
+    } finally {
+      page.off('request', record);
+    }
+  });
+
   it('a refused file (SVG) shows the server\'s error, not a broken page', async () => {
     await page.goto(server.url);
     await page.setInputFiles('#file', join(dir, 'drawing.svg'));
     await page.waitForFunction(() => document.getElementById('status')?.className === 'error', undefined, { timeout: 20_000 });
     const s = await shows();
-    expect(s.status).toMatch(/^Error 415: .*not accepted/);
+    expect(s.status).toMatch(/^Error 415: SVG images are not served/);
     expect(await page.locator('#result').isHidden()).toBe(true);
+  });
+
+  it("a small model's crop (32x32) is shown enlarged with square, sharp pixels (image-rendering: pixelated)", async () => {
+    const small = join(dir, 'tiny-cifar10.onnx');
+    exportInference(resolveConfig({ dataset: 'cifar10', stages: [1], unit: 'basic' }), { output: small });
+    const cifar = await startServer({ model: small, port: 0, logLevel: 'silent' });
+    try {
+      await cifar.ready;
+      await page.goto(cifar.url);
+      await page.setInputFiles('#file', join(dir, 'chelsea.jpg'));
+      await page.locator('#top li').nth(4).waitFor({ timeout: 20_000 });
+      await page.waitForFunction(() => (document.getElementById('crop') as HTMLImageElement).complete && (document.getElementById('crop') as HTMLImageElement).naturalWidth > 0);
+      const shown = await page.evaluate(() => {
+        const img = document.getElementById('crop') as HTMLImageElement;
+        const box = img.getBoundingClientRect();
+        return { natural: [img.naturalWidth, img.naturalHeight], css: [Math.round(box.width), Math.round(box.height)], rendering: getComputedStyle(img).imageRendering, caption: img.nextElementSibling?.textContent ?? '' };
+      });
+      expect(shown.natural).toEqual([32, 32]);
+      // 7 x 32 = 224 CSS pixels (plus the 1 px border on each side).
+      expect(shown.css).toEqual([226, 226]);
+      expect(shown.rendering).toBe('pixelated');
+      expect(shown.caption).toMatch(/32\u00d732 crop .*shown 7\u00d7 enlarged/);
+    } finally {
+      await cifar.close();
+    }
   });
 
   it('ran without script errors under the page\'s Content-Security-Policy', () => {

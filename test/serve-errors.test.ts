@@ -87,7 +87,11 @@ describe('bad input: status, code, and a healthy server afterwards', () => {
     ['SVG labelled image/png (detected, not trusted)', () => post('<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="400" height="400"><rect width="400" height="400"/></svg>', 'image/png'), 415, 'unsupported_media_type'],
     ['PDF labelled image/jpeg', () => post('%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n', 'image/jpeg'), 415, 'unsupported_media_type'],
     ['HTML as text/html', () => post('<html><body>hi</body></html>', 'text/html'), 415, 'unsupported_media_type'],
-    ['application/octet-stream', () => post(jpeg, 'application/octet-stream'), 415, 'unsupported_media_type'],
+    ['text as application/octet-stream (no image in the bytes)', () => post('just some text, no image', 'application/octet-stream'), 415, 'unsupported_media_type'],
+    ['a form as application/x-www-form-urlencoded', () => post('a=1&b=2', 'application/x-www-form-urlencoded'), 415, 'unsupported_media_type'],
+    ['random bytes without a Content-Type', () => post(Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 2654435761) >>> 24)), undefined), 415, 'unsupported_media_type'],
+    ['SVG as application/octet-stream (detected from the bytes)', () => post('<svg xmlns="http://www.w3.org/2000/svg" width="400" height="400"/>', 'application/octet-stream'), 415, 'unsupported_media_type'],
+    ['truncated JPEG as application/octet-stream', () => post(jpeg.subarray(0, jpeg.length >> 1), 'application/octet-stream'), 400, 'undecodable_image'],
     ['a decompression bomb header: 60000x60000 PNG in 60 bytes', () => post(declaredPng(60000, 60000), 'image/png'), 413, 'image_too_large'],
     ['a real decompression bomb: 10000x10000 PNG of ~300 KB', async () => post(await sharp({ create: { width: 10000, height: 10000, channels: 3, background: '#000' } }).png({ compressionLevel: 9 }).toBuffer(), 'image/png'), 413, 'image_too_large'],
     ['body over the limit', () => post(Buffer.alloc(MAX_BODY + 1000, 7), 'image/jpeg'), 413, 'body_too_large'],
@@ -112,6 +116,28 @@ describe('bad input: status, code, and a healthy server afterwards', () => {
     expect(r.body.error.code).toBe(code);
     expect(r.body.error.message.length).toBeGreaterThan(10);
     await stillHealthy();
+  });
+
+  it('the format is read from the bytes whatever the Content-Type: octet-stream, curl\'s form default, none, a wrong image type', async () => {
+    const reference = await fetch(`${server.url}/classify?logits=1`, { method: 'POST', headers: { 'Content-Type': 'image/jpeg' }, body: new Uint8Array(jpeg) });
+    expect(reference.status).toBe(200);
+    const expected = ((await reference.json()) as { logits: number[] }).logits;
+    // `curl --data-binary @photo.jpg` without -H sends application/x-www-form-urlencoded; the page sends
+    // application/octet-stream for a file without extension; a bare HTTP client sends nothing.
+    for (const type of ['application/octet-stream', 'application/x-www-form-urlencoded', undefined, 'image/png', 'text/plain']) {
+      const headers: Record<string, string> = type ? { 'Content-Type': type } : {};
+      const res = await fetch(`${server.url}/classify?logits=1`, { method: 'POST', headers, body: new Uint8Array(jpeg) });
+      const body = (await res.json()) as { logits: number[]; image: { format: string } };
+      expect(res.status, `${type ?? '(no Content-Type)'}: ${JSON.stringify(body).slice(0, 200)}`).toBe(200);
+      expect(body.image.format).toBe('jpeg');
+      expect(body.logits).toEqual(expected);
+    }
+    // Multipart still works, and the part's own Content-Type does not matter either.
+    const form = new FormData();
+    form.append('image', new Blob([new Uint8Array(jpeg)], { type: 'application/octet-stream' }), 'photo');
+    const viaForm = await fetch(`${server.url}/classify?logits=1`, { method: 'POST', body: form });
+    expect(viaForm.status).toBe(200);
+    expect(((await viaForm.json()) as { logits: number[] }).logits).toEqual(expected);
   });
 
   it('a body declared far over the limit is refused before it is read', async () => {

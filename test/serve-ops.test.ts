@@ -175,7 +175,7 @@ describe('resnet-onnx triton', () => {
     const repo = join(dir, 'triton');
     const out: string[] = [];
     vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-    const code = await main(['node', 'resnet-onnx', 'triton', '--model', model, '-o', repo, '--max-batch', '16', '--max-delay-us', '5000']);
+    const code = await main(['node', 'resnet-onnx', 'triton', '--model', model, '--out', repo, '--max-batch', '16', '--max-delay-ms', '5', '--deadline-ms', '2500']);
     vi.restoreAllMocks();
     expect(code).toBe(0);
     expect(out.join('\n')).toMatch(/random-init/);
@@ -193,7 +193,7 @@ describe('resnet-onnx triton', () => {
       maxBatchSize: 16,
       input: [{ name: 'input', dataType: 'TYPE_FP32', dims: ['3', '320', '320'] }],
       output: [{ name: 'logits', dataType: 'TYPE_FP32', dims: ['1000'], labelFilename: 'labels.txt' }],
-      dynamicBatching: { maxQueueDelayMicroseconds: '5000', defaultQueuePolicy: { maxQueueSize: 64 } },
+      dynamicBatching: { maxQueueDelayMicroseconds: '5000', defaultQueuePolicy: { maxQueueSize: 64, defaultTimeoutMicroseconds: '2500000' } },
       instanceGroup: [{ count: 1, kind: 'KIND_CPU' }],
       parameters: { weights: { stringValue: 'random-init (seed 0)' } },
     });
@@ -205,6 +205,20 @@ describe('resnet-onnx triton', () => {
     } finally {
       await session.release();
     }
+  });
+
+  it('the largest values the config fields hold are written so that protobuf parses them back exactly', async () => {
+    const repo = join(dir, 'triton-max');
+    vi.spyOn(console, 'log').mockImplementation(() => {});
+    const code = await main(['node', 'resnet-onnx', 'triton', '--model', model, '--out', repo, '--max-batch', '2147483647', '--instances', '2147483647', '--max-queue', '4294967295', '--max-delay-ms', '0.5', '--deadline-ms', '18446744073709551.615']);
+    vi.restoreAllMocks();
+    expect(code).toBe(0);
+    const parsed = JSON.parse(execFileSync(PYTHON, ['-c', TRITON_SUBSET_PARSER, join(repo, 'tiny', 'config.pbtxt')], { encoding: 'utf8' })) as Record<string, unknown>;
+    expect(parsed).toMatchObject({
+      maxBatchSize: 2147483647,
+      dynamicBatching: { maxQueueDelayMicroseconds: '500', defaultQueuePolicy: { maxQueueSize: 4294967295, defaultTimeoutMicroseconds: '18446744073709551615' } },
+      instanceGroup: [{ count: 2147483647 }],
+    });
   });
 });
 
@@ -285,7 +299,7 @@ describe('resnet-onnx serve (a real process): default model, SIGTERM drains in-f
     const url = (await waitFor((l) => /^listening on/.test(l.msg), 120_000)).url as string;
     await waitFor((l) => l.msg === 'ready', 120_000);
     expect(lines.some((l) => /RANDOM WEIGHTS/.test(l.msg) && l.weights === 'random-init (seed 0)')).toBe(true);
-    expect(existsSync(join('models', 'preact-resnet200-imagenet.onnx'))).toBe(true);
+    expect(existsSync(join('models', 'preact-resnet200-imagenet-seed0.onnx'))).toBe(true);
 
     // Four requests in flight (two batches of two at ~0.2-0.6 s per image), then SIGTERM.
     const inflight = images.slice(0, 4).map((img) => fetch(`${url}/classify`, { method: 'POST', headers: { 'Content-Type': 'image/jpeg' }, body: new Uint8Array(img) }).then(async (r) => ({ status: r.status, body: (await r.json()) as { model: string; weights: string; trained: boolean } })));
@@ -304,7 +318,7 @@ describe('resnet-onnx serve (a real process): default model, SIGTERM drains in-f
     const answers = await Promise.all(inflight);
     for (const a of answers) {
       expect(a.status).toBe(200);
-      expect(a.body).toMatchObject({ model: 'preact-resnet200-imagenet', weights: 'random-init (seed 0)', trained: false });
+      expect(a.body).toMatchObject({ model: 'preact-resnet200-imagenet-seed0', weights: 'random-init (seed 0)', trained: false });
     }
     expect(await exited).toBe(0);
     expect(lines.find((l) => l.msg === 'stopped')?.clean).toBe(true);

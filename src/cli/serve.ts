@@ -1,15 +1,16 @@
 // `resnet-onnx serve` (the HTTP inference server) and `resnet-onnx triton` (a Triton model repository for the
 // same model).
 
-import { existsSync, mkdirSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import * as ort from 'onnxruntime-node';
 import { exportInference } from '../export/inference.js';
 import { resolveConfig } from '../models/config.js';
 import { ModelFileError, readModelInfo } from '../serve/model-info.js';
 import { SERVE_DEFAULTS, ServeOptionError, type ServeOptions, startServer } from '../serve/server.js';
-import { writeTritonRepository } from '../serve/triton.js';
+import { TRITON_FIELDS, TritonOptionError, writeTritonRepository } from '../serve/triton.js';
+import { PathError, checkInputFile } from '../util/files.js';
 import { modelsDir } from '../util/paths.js';
 import { CliError, intArg, numArg } from './common.js';
 import { defaultOutput } from './export.js';
@@ -26,10 +27,49 @@ function defaultModel(): string {
   return path;
 }
 
+/** The model file, checked before any work: a file (not a folder), and an ONNX model (not text, weights, ...). */
 function modelPath(given: string | undefined): string {
   if (given === undefined) return defaultModel();
-  if (!existsSync(given)) throw new CliError(`--model ${given}: no such file`);
+  checkInputFile(given, '--model');
   return given;
+}
+
+/** A flag as typed (a string), or its default (a number). */
+type Given = string | number;
+
+/**
+ * Milliseconds as whole microseconds for a config field, exactly (decimal arithmetic, no float rounding):
+ * `0.5` is 500 us; a value finer than a microsecond, or one the field cannot hold, is refused naming the field.
+ */
+function msToMicroseconds(flag: string, value: Given, key: 'maxQueueDelayUs' | 'timeoutUs'): bigint {
+  const f = TRITON_FIELDS[key];
+  const given = String(value);
+  const m = /^\s*(\d+)(?:\.(\d*))?\s*$/.exec(given);
+  if (!m) throw new CliError(`${flag} must be a number of milliseconds >= ${f.min === 0n ? 0 : 0.001}, got '${given}'`);
+  const frac = (m[2] ?? '').replace(/0+$/, '');
+  if (frac.length > 3) throw new CliError(`${flag} ${given}: ${f.field} holds whole microseconds; give at most 3 decimals (e.g. ${m[1]}.${frac.slice(0, 3) || '0'})`);
+  const us = BigInt(m[1]) * 1000n + BigInt(frac.padEnd(3, '0'));
+  if (us < f.min || us > f.max) throw new CliError(`${flag} ${given}: ${f.field} (${f.type}, microseconds) must be from ${f.min} to ${f.max} us, i.e. ${flag} from ${f.min === 0n ? 0 : 0.001} to ${f.max / 1000n}.${String(f.max % 1000n).padStart(3, '0')}`);
+  return us;
+}
+
+/** An integer flag for a config field, refused outside the field's range (naming the field and the range). */
+function fieldInt(flag: string, value: Given, key: 'maxBatch' | 'instances' | 'maxQueue'): number {
+  const f = TRITON_FIELDS[key];
+  const given = String(value);
+  if (!/^\s*-?\d+\s*$/.test(given)) throw new CliError(`${flag} must be an integer from ${f.min} to ${f.max}, got '${given}'`);
+  const v = BigInt(given.trim());
+  if (v < f.min || v > f.max) throw new CliError(`${flag} ${given.trim()}: ${f.field} is ${f.type === 'int32' ? 'an int32' : 'a uint32'} field; give ${f.min} to ${f.max}`);
+  return Number(v);
+}
+
+/** Flags of an option renamed for consistency with `serve`: a clear message instead of "unknown option". */
+function renamed(old: string, now: string, hint: string): Option {
+  return new Option(`${old} <value>`)
+    .hideHelp()
+    .argParser((): never => {
+      throw new CliError(`${old} is now ${now} (${hint})`);
+    });
 }
 
 const mb = (name: string) => (v: string): number => {
@@ -50,8 +90,8 @@ export function serveCommand(prog: Command): void {
   const d = SERVE_DEFAULTS;
   prog
     .command('serve')
-    .description('serve ImageNet classification over HTTP (POST /classify, KServe v2, /metrics, a web page at /)')
-    .option('--model <file>', 'ONNX model exported by this project (default: models/preact-resnet200-imagenet.onnx, exported first if absent)')
+    .description('serve image classification with any model this project wrote (export, train, import) over HTTP: POST /classify, KServe v2 (JSON and binary tensors), /metrics, a web page at /')
+    .option('--model <file>', 'any ONNX model this project wrote (export, train, import); its metadata gives labels and preprocessing (default: the ImageNet ResNet-200 in models/, exported first if absent)')
     .option('--host <address>', 'address to listen on (0.0.0.0 for all interfaces)', d.host)
     .option('-p, --port <n>', 'port (0: any free port)', intArg('--port', 0), d.port)
     .option('--max-batch <n>', 'most images per network run (dynamic batching)', intArg('--max-batch'), d.maxBatch)
@@ -59,7 +99,7 @@ export function serveCommand(prog: Command): void {
     .option('--max-queue <n>', 'most images waiting; beyond it requests get 503 + Retry-After', intArg('--max-queue'), d.maxQueue)
     .option('--deadline-ms <n>', 'per-request deadline once queued (503 when exceeded)', intArg('--deadline-ms'), d.deadlineMs)
     .option('--max-body-mb <mb>', 'largest image upload', mb('--max-body-mb'), d.maxBodyBytes / MiB)
-    .option('--max-json-mb <mb>', 'largest KServe JSON body', mb('--max-json-mb'), d.maxJsonBytes / MiB)
+    .option('--max-json-mb <mb>', 'largest KServe v2 inference body (JSON, or JSON header + binary tensors)', mb('--max-json-mb'), d.maxJsonBytes / MiB)
     .option('--max-pixels <n>', 'largest decoded image (width x height of the first frame)', intArg('--max-pixels'), d.maxPixels)
     .option('--min-side <n>', 'smallest shorter side accepted (422 below)', intArg('--min-side'), d.minSide)
     .option('--workers <n>', 'inference worker threads, one onnxruntime session each', intArg('--workers'), d.workers)
@@ -74,6 +114,8 @@ export function serveCommand(prog: Command): void {
         server = await startServer({ ...options, model, maxBodyBytes: Math.round(maxBodyMb * MiB), maxJsonBytes: Math.round(maxJsonMb * MiB) });
       } catch (e) {
         if (e instanceof ModelFileError || e instanceof ServeOptionError) throw new CliError(e.message);
+        if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE' || (e as NodeJS.ErrnoException).code === 'EACCES' || (e as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL')
+          throw new Error(`cannot listen on ${f.host}:${f.port}: ${(e as Error).message}`);
         throw e;
       }
       const running = server;
@@ -102,16 +144,32 @@ export function serveCommand(prog: Command): void {
 
   prog
     .command('triton')
-    .description('write a Triton Inference Server model repository (ONNX Runtime backend, dynamic batching) for a model')
-    .option('--model <file>', 'ONNX model exported by this project (default: the ResNet-200 that `serve` uses)')
-    .option('-o, --output <dir>', 'repository folder; the model goes to <dir>/<name>/', 'triton-models')
-    .option('--max-batch <n>', 'max_batch_size', intArg('--max-batch'), d.maxBatch)
-    .option('--max-delay-us <n>', 'dynamic batching: max_queue_delay_microseconds', intArg('--max-delay-us', 0), d.maxDelayMs * 1000)
-    .option('--max-queue <n>', 'queue policy: max_queue_size (rejects beyond it)', intArg('--max-queue'), d.maxQueue)
-    .option('--timeout-ms <n>', 'queue policy: default timeout per request', intArg('--timeout-ms'), d.deadlineMs)
-    .option('--instances <n>', 'model instances (instance_group count)', intArg('--instances'), 1)
+    .description('write a Triton Inference Server model repository (ONNX Runtime backend, dynamic batching) for a model this project wrote')
+    .option('--model <file>', 'ONNX model written by this project (default: the ResNet-200 that `serve` uses)')
+    .option('-o, --out <dir>', 'repository folder (created if absent); the model goes to <dir>/<name>/', 'triton-models')
+    .option('--force', 'replace the model\'s folder if the repository already holds it')
+    .addOption(new Option('--max-batch <n>', `max_batch_size (1 to ${TRITON_FIELDS.maxBatch.max})`).default(d.maxBatch))
+    .addOption(new Option('--max-delay-ms <ms>', 'dynamic batching: longest a request waits for others (max_queue_delay_microseconds; up to 3 decimals)').default(d.maxDelayMs))
+    .addOption(new Option('--max-queue <n>', `queue policy: max_queue_size, requests beyond it are rejected (1 to ${TRITON_FIELDS.maxQueue.max})`).default(d.maxQueue))
+    .addOption(new Option('--deadline-ms <ms>', 'queue policy: a request not scheduled within it is rejected (default_timeout_microseconds)').default(d.deadlineMs))
+    .addOption(new Option('--instances <n>', 'model instances (instance_group count)').default(1))
     .option('--gpu', 'instance_group kind KIND_GPU (default KIND_CPU)')
-    .action(async (f: { model?: string; output: string; maxBatch: number; maxDelayUs: number; maxQueue: number; timeoutMs: number; instances: number; gpu?: boolean }) => {
+    .addOption(renamed('--max-delay-us', '--max-delay-ms', 'milliseconds, as `serve` takes them: 5000 us is --max-delay-ms 5'))
+    .addOption(renamed('--timeout-ms', '--deadline-ms', 'the same milliseconds, as `serve` names them'))
+    .addOption(renamed('--output', '-o/--out', 'the repository is a folder: --out DIR'))
+    .action(async (f: { model?: string; out: string; force?: boolean; maxBatch: Given; maxDelayMs: Given; maxQueue: Given; deadlineMs: Given; instances: Given; gpu?: boolean }) => {
+      // Every flag is checked before any work (the default model is exported only for a valid request).
+      const options = {
+        repository: f.out,
+        maxBatch: fieldInt('--max-batch', f.maxBatch, 'maxBatch'),
+        maxQueueDelayUs: msToMicroseconds('--max-delay-ms', f.maxDelayMs, 'maxQueueDelayUs'),
+        maxQueue: fieldInt('--max-queue', f.maxQueue, 'maxQueue'),
+        timeoutUs: msToMicroseconds('--deadline-ms', f.deadlineMs, 'timeoutUs'),
+        instances: fieldInt('--instances', f.instances, 'instances'),
+        kind: f.gpu ? ('gpu' as const) : ('cpu' as const),
+        force: f.force,
+      };
+      if (existsSync(f.out) && !statSync(f.out).isDirectory()) throw new PathError(`--out ${f.out} is a file; give the repository folder (it is created if absent)`);
       const path = modelPath(f.model);
       let info;
       try {
@@ -120,24 +178,30 @@ export function serveCommand(prog: Command): void {
         if (e instanceof ModelFileError) throw new CliError(e.message);
         throw e;
       }
+      const target = join(f.out, info.name);
+      if (!f.force && existsSync(target) && statSync(target).isDirectory() && readdirSync(target).length > 0)
+        throw new PathError(`the repository already holds model '${info.name}' (${target}); pass --force to replace it, or choose another --out`);
       // The session gives the true input/output names and the class count.
-      const session = await ort.InferenceSession.create(path, { intraOpNumThreads: 1 });
+      let session;
+      try {
+        session = await ort.InferenceSession.create(path, { intraOpNumThreads: 1 });
+      } catch (e) {
+        throw new Error(`onnxruntime cannot load ${path}: ${(e as Error).message}`);
+      }
       const shapeOf = (m: ort.InferenceSession.ValueMetadata): (number | string)[] => (m.isTensor ? [...m.shape] : []);
       const sig = { inputName: session.inputNames[0], inputShape: shapeOf(session.inputMetadata[0]), outputs: session.outputNames.map((name, i) => ({ name, shape: shapeOf(session.outputMetadata[i]) })) };
       await session.release();
       const classes = sig.outputs[0].shape[1];
       const labels = typeof classes === 'number' && info.labels.length !== classes ? Array.from({ length: classes }, (_, i) => `class_${i}`) : info.labels;
-      const repo = writeTritonRepository(info, sig, labels, {
-        repository: f.output,
-        maxBatch: f.maxBatch,
-        maxQueueDelayUs: f.maxDelayUs,
-        maxQueue: f.maxQueue,
-        timeoutUs: f.timeoutMs * 1000,
-        instances: f.instances,
-        kind: f.gpu ? 'gpu' : 'cpu',
-      });
+      let repo;
+      try {
+        repo = writeTritonRepository(info, sig, labels, options);
+      } catch (e) {
+        if (e instanceof TritonOptionError) throw new CliError(e.message);
+        throw e;
+      }
       console.log(`wrote Triton model repository ${repo.dir}: ${repo.files.map((p) => p.slice(repo.dir.length + 1)).join(', ')}`);
       console.log(`weights: ${info.weights}${info.randomWeights ? ' (not trained)' : ''}`);
-      console.log(`run: tritonserver --model-repository=${f.output}`);
+      console.log(`run: tritonserver --model-repository=${resolve(f.out)}`);
     });
 }

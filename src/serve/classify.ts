@@ -5,11 +5,14 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import multer from 'multer';
 import { type ServeContext, assertServing, weightsWarning } from './context.js';
 import { ServeError, badRequest, unsupported } from './errors.js';
-import { type PreparedImage, cropPng, prepareImage } from './preprocess.js';
+import { type PreparedImage, SERVED_FORMATS, cropPng, prepareImage, servedFormatOf } from './preprocess.js';
 
-/** Content types accepted as a raw image body (the detected format must also be one of SERVED_FORMATS). */
+/**
+ * Content types an image is usually sent with (documentation only: the format is always read from the bytes, so
+ * `application/octet-stream`, curl's default `application/x-www-form-urlencoded`, none, or a wrong image type
+ * work too).
+ */
 export const IMAGE_CONTENT_TYPES = ['image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/tiff', 'image/avif'];
-const ALIASES: Record<string, string> = { 'image/jpg': 'image/jpeg', 'image/pjpeg': 'image/jpeg', 'image/x-png': 'image/png' };
 
 export interface Prediction {
   index: number;
@@ -47,8 +50,14 @@ function run(mw: express.RequestHandler, req: Request, res: Response): Promise<v
   return new Promise((resolve, reject) => void mw(req, res, (err?: unknown) => (err ? reject(err) : resolve())));
 }
 
-/** Reads the image bytes from a raw image body or a multipart form's `image` field. */
-async function readImage(ctx: ServeContext, upload: express.RequestHandler, req: Request, res: Response): Promise<Buffer> {
+interface Upload {
+  bytes: Buffer;
+  /** The Content-Type the client declared (of the body, or of the multipart file part), lower case, no parameters. */
+  declared: string;
+}
+
+/** Reads the image bytes from a raw body of any Content-Type, or from a multipart form's `image` field. */
+async function readImage(ctx: ServeContext, upload: express.RequestHandler, req: Request, res: Response): Promise<Upload> {
   const limit = ctx.limits.maxBodyBytes;
   const length = Number(req.headers['content-length'] ?? NaN);
   const rawType = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
@@ -62,14 +71,22 @@ async function readImage(ctx: ServeContext, upload: express.RequestHandler, req:
   if (rawType === 'multipart/form-data') {
     await run(upload, req, res);
     if (!req.file) throw badRequest('invalid_multipart', "the multipart form has no file field named 'image'");
-    return req.file.buffer;
+    return { bytes: req.file.buffer, declared: req.file.mimetype.toLowerCase() };
   }
-  const type = ALIASES[rawType] ?? rawType;
-  if (!IMAGE_CONTENT_TYPES.includes(type))
-    throw unsupported(`Content-Type ${rawType ? `'${rawType}'` : '(none)'} is not accepted; send the image as one of ${IMAGE_CONTENT_TYPES.join(', ')}, or as multipart/form-data field 'image'`);
   await run(express.raw({ type: () => true, limit }), req, res);
   const body: unknown = req.body;
-  return Buffer.isBuffer(body) ? body : Buffer.alloc(0);
+  return { bytes: Buffer.isBuffer(body) ? body : Buffer.alloc(0), declared: rawType };
+}
+
+/**
+ * Bytes that are no image at all, sent without an image Content-Type (text, a form, random data), are an
+ * unsupported media type (415); bytes sent *as* an image that do not decode are a broken image (400).
+ */
+function notAnImage(e: unknown, { bytes, declared }: Upload): unknown {
+  if (!(e instanceof ServeError) || e.code !== 'undecodable_image' || declared.startsWith('image/') || servedFormatOf(bytes) !== undefined) return e;
+  const start = bytes.subarray(0, 32).toString('latin1');
+  const shown = /^[\t\n\r\x20-\x7e]*$/.test(start) ? `it starts with ${JSON.stringify(start)}` : `its first bytes are ${[...bytes.subarray(0, 8)].map((x) => x.toString(16).padStart(2, '0')).join(' ')}`;
+  return unsupported(`the body is not an image in a served format (Content-Type ${declared ? `'${declared}'` : '(none)'}; ${shown}); send an image (${SERVED_FORMATS.join(', ')}), raw or as multipart/form-data field 'image'`);
 }
 
 export function classifyHandler(ctx: ServeContext): express.RequestHandler {
@@ -84,7 +101,8 @@ export function classifyHandler(ctx: ServeContext): express.RequestHandler {
       assertServing(ctx);
       if (ctx.batcher.full()) throw ctx.batcher.overloaded();
       announced = ctx.batcher.expect();
-      const bytes = await readImage(ctx, upload, req, res);
+      const uploaded = await readImage(ctx, upload, req, res);
+      const { bytes } = uploaded;
       if (bytes.length === 0) throw badRequest('empty_body', 'the request has no image: the body is empty');
       const pre = ctx.info.preprocessing;
       let decodeMs = 0;
@@ -94,6 +112,8 @@ export function classifyHandler(ctx: ServeContext): express.RequestHandler {
           const end = ctx.metrics.decode.startTimer();
           try {
             return await prepareImage(bytes, pre, ctx.limits);
+          } catch (e) {
+            throw notAnImage(e, uploaded);
           } finally {
             end();
             decodeMs = performance.now() - t;

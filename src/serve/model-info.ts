@@ -31,10 +31,33 @@ export class ModelFileError extends Error {
 
 const METADATA_PROPS_FIELD = 14; // ModelProto.metadata_props
 const DOC_STRING_FIELD = 6; // ModelProto.doc_string
+const IR_VERSION_FIELD = 1; // ModelProto.ir_version
+const GRAPH_FIELD = 7; // ModelProto.graph
+/** ModelProto's fields and their wire types (0 varint, 2 length-delimited); other field numbers are skipped. */
+const MODEL_FIELDS: Record<number, number> = { 1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2 };
+
+/** What a file that is not an ONNX model looks like, from its first bytes, for the error message. */
+export function describeFileStart(head: Buffer, size: number): string {
+  if (size === 0) return 'the file is empty';
+  const b = head.subarray(0, Math.min(head.length, size));
+  if (b.length >= 9 && b.readBigUInt64LE(0) < BigInt(size) && b[8] === 0x7b) return 'it is a safetensors file (weights, not a model: `resnet-onnx export --weights FILE` builds a model from a checkpoint)';
+  if (b.subarray(0, 4).toString('latin1') === 'PK\x03\x04') return 'it is a zip archive (a PyTorch .pt/.pth file is one: export the model to ONNX first)';
+  if (b[0] === 0x1f && b[1] === 0x8b) return 'it is gzip-compressed (decompress it first)';
+  const text = b.subarray(0, 64).toString('utf8');
+  // Printable text (tabs and newlines allowed; a cut multi-byte character at the end is fine).
+  const body = text.replace(/\ufffd$/, '');
+  if (!body.includes('\ufffd') && /^[\t\n\r\x20-\x7e\u00a0-\uffff]*$/.test(body)) {
+    const line = text.split(/\r?\n/)[0].trim();
+    return `it is text, starting ${JSON.stringify(line.length > 48 ? `${line.slice(0, 48)}...` : line)}`;
+  }
+  return `its first bytes are ${[...b.subarray(0, 8)].map((x) => x.toString(16).padStart(2, '0')).join(' ')}`;
+}
 
 /**
  * Reads ModelProto's top-level fields one at a time, skipping the graph (which holds the weights) by its
  * length prefix, so a 259 MB model costs a few small reads. Each metadata entry is decoded by onnx-proto.
+ * Anything that is not a ModelProto (text, weights, an archive, a truncated file) is a ModelFileError that
+ * names the file and says what it found instead.
  */
 export function readOnnxMetadata(path: string): { metadata: Record<string, string>; docString: string } {
   const fd = openSync(path, 'r');
@@ -42,7 +65,16 @@ export function readOnnxMetadata(path: string): { metadata: Record<string, strin
   const head = Buffer.alloc(20);
   const metadata: Record<string, string> = {};
   let docString = '';
+  const seen = new Set<number>();
+  const notOnnx = (why: string): ModelFileError => {
+    const start = Buffer.alloc(64);
+    const n = readSync(fd, start, 0, start.length, 0);
+    const found = describeFileStart(start.subarray(0, n), size);
+    // Text and known formats are described by what they are; a binary file also gets the protobuf detail.
+    return new ModelFileError(`${path} is not an ONNX model: ${found}${/^its first bytes/.test(found) ? ` (${why})` : ''}`);
+  };
   try {
+    if (size === 0) throw notOnnx('empty');
     let pos = 0;
     while (pos < size) {
       const n = readSync(fd, head, 0, head.length, pos);
@@ -50,17 +82,20 @@ export function readOnnxMetadata(path: string): { metadata: Record<string, strin
       const varint = (): number => {
         let v = 0;
         for (let shift = 0; shift < 63; shift += 7) {
-          if (p >= n) throw new ModelFileError(`${path} is not an ONNX model: a protobuf varint runs past the end at byte ${pos}`);
+          if (p >= n) throw notOnnx(`a protobuf varint runs past the end at byte ${pos}`);
           const b = head[p++];
           v += (b & 0x7f) * 2 ** shift;
           if (b < 0x80) return v;
         }
-        throw new ModelFileError(`${path} is not an ONNX model: bad varint at byte ${pos}`);
+        throw notOnnx(`bad protobuf varint at byte ${pos}`);
       };
       const tag = varint();
       const field = Math.floor(tag / 8);
       const wire = tag & 7;
-      if (field === 0) throw new ModelFileError(`${path} is not an ONNX model: field number 0 at byte ${pos}`);
+      if (field === 0) throw notOnnx(`protobuf field number 0 at byte ${pos}`);
+      const expected = MODEL_FIELDS[field];
+      if (expected !== undefined && expected !== wire) throw notOnnx(`ModelProto field ${field} has wire type ${wire} at byte ${pos}, expected ${expected}`);
+      seen.add(field);
       if (wire === 0) {
         varint();
         pos += p;
@@ -69,21 +104,32 @@ export function readOnnxMetadata(path: string): { metadata: Record<string, strin
       } else if (wire === 2) {
         const len = varint();
         const start = pos + p;
-        if (start + len > size) throw new ModelFileError(`${path} is truncated or not an ONNX model: field ${field} needs ${len} bytes at ${start}, file has ${size}`);
+        if (start + len > size) {
+          if (seen.has(IR_VERSION_FIELD)) throw new ModelFileError(`${path} is truncated or not an ONNX model: field ${field} needs ${len} bytes at ${start}, the file has ${size}`);
+          throw notOnnx(`field ${field} needs ${len} bytes at byte ${start}, the file has ${size}`);
+        }
         if (field === METADATA_PROPS_FIELD || field === DOC_STRING_FIELD) {
           const bytes = Buffer.alloc(len);
           readSync(fd, bytes, 0, len, start);
           if (field === DOC_STRING_FIELD) docString = bytes.toString('utf8');
           else {
-            const entry = onnx.StringStringEntryProto.decode(bytes);
+            let entry;
+            try {
+              entry = onnx.StringStringEntryProto.decode(bytes);
+            } catch (e) {
+              throw notOnnx(`a metadata entry at byte ${start} does not decode: ${(e as Error).message}`);
+            }
             metadata[entry.key] = entry.value;
           }
         }
         pos = start + len;
       } else {
-        throw new ModelFileError(`${path} is not an ONNX model: protobuf wire type ${wire} at byte ${pos}`);
+        throw notOnnx(`protobuf wire type ${wire} at byte ${pos}`);
       }
     }
+    if (pos > size) throw notOnnx(`the last field runs past the end of the file (${size} bytes)`);
+    if (!seen.has(IR_VERSION_FIELD) || !seen.has(GRAPH_FIELD))
+      throw notOnnx(`a protobuf message without ${seen.has(IR_VERSION_FIELD) ? '' : 'an ir_version'}${seen.has(IR_VERSION_FIELD) || seen.has(GRAPH_FIELD) ? '' : ' or '}${seen.has(GRAPH_FIELD) ? '' : 'a graph'}`);
   } finally {
     closeSync(fd);
   }

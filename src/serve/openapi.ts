@@ -17,15 +17,15 @@ export function openApi(ctx: ServeContext): object {
       title: 'resnet-onnx inference server',
       version: ctx.version,
       description:
-        `ImageNet-style classification with ${ctx.info.architecture} (model '${ctx.info.name}', weights: ${ctx.info.weights}). ` +
-        `Each image is resized so its shorter side is ${ctx.info.preprocessing.resize} px and the centre ${ctx.info.preprocessing.crop}x${ctx.info.preprocessing.crop} crop is classified (He et al. 2016, Table 5). ` +
+        `Image classification with ${ctx.info.architecture} (model '${ctx.info.name}', weights: ${ctx.info.weights}). ` +
+        `Each image is resized so its shorter side is ${ctx.info.preprocessing.resize} px and the centre ${ctx.info.preprocessing.crop}x${ctx.info.preprocessing.crop} crop is classified (as the paper's Table 5 does for ImageNet). ` +
         'A model whose weights are random-init has not been trained: every response says so, and its labels mean nothing.',
     },
     paths: {
       '/classify': {
         post: {
           summary: 'Classify one image',
-          description: `The image as the raw body (Content-Type ${IMAGE_CONTENT_TYPES.join(', ')}) or as multipart/form-data field 'image'. The detected format must be one of those; SVG, PDF and others are refused. EXIF orientation is applied, alpha is composited onto white, only the first frame of an animation is used.`,
+          description: `The image as the raw body or as multipart/form-data field 'image'. The format is read from the bytes whatever the Content-Type (${IMAGE_CONTENT_TYPES.join(', ')}, application/octet-stream, curl's default application/x-www-form-urlencoded, or none); it must be JPEG, PNG, WebP, GIF, TIFF or AVIF: SVG, PDF and others are refused. EXIF orientation is applied, alpha is composited onto white, only the first frame of an animation is used.`,
           parameters: [
             { name: 'topk', in: 'query', schema: { type: 'integer', minimum: 1, maximum: classes, default: Math.min(5, classes) }, description: 'how many classes to return' },
             { name: 'crop', in: 'query', schema: { type: 'boolean' }, description: 'also return the crop the network saw, as a PNG data URL' },
@@ -34,7 +34,7 @@ export function openApi(ctx: ServeContext): object {
           requestBody: {
             required: true,
             content: {
-              ...Object.fromEntries(IMAGE_CONTENT_TYPES.map((t) => [t, { schema: binary }])),
+              ...Object.fromEntries([...IMAGE_CONTENT_TYPES, 'application/octet-stream'].map((t) => [t, { schema: binary }])),
               'multipart/form-data': { schema: { type: 'object', required: ['image'], properties: { image: binary } } },
             },
           },
@@ -42,7 +42,7 @@ export function openApi(ctx: ServeContext): object {
             200: json({ $ref: '#/components/schemas/Classification' }),
             400: errorResponse('empty body, undecodable image, bad topk, or a multipart form without an `image` file'),
             413: errorResponse('body larger than the limit, or an image declaring more pixels than the limit'),
-            415: errorResponse('Content-Type or detected image format not served (e.g. SVG, PDF, text)'),
+            415: errorResponse('the bytes are not an image in a served format (e.g. SVG, PDF, text)'),
             422: errorResponse('image too small to classify meaningfully'),
             503: { ...(errorResponse('overloaded (queue full), deadline exceeded, not ready, or shutting down') as object), headers: { 'Retry-After': { schema: { type: 'integer' }, description: 'seconds' } } },
           },
@@ -60,11 +60,20 @@ export function openApi(ctx: ServeContext): object {
       '/v2/models/{name}/ready': { get: { summary: 'Open Inference Protocol: model readiness', parameters: [name], responses: { 200: json({ type: 'object' }), 503: json({ type: 'object' }, 'not ready') } } },
       '/v2/models/{name}/infer': {
         post: {
-          summary: 'Open Inference Protocol: inference on preprocessed FP32 tensors (JSON)',
-          description: `One input named as in the model metadata, shape [N, C, H, W] with N <= ${ctx.limits.maxBatch}, already normalised (see the model metadata's parameters.preprocessing). Binary tensor data is not supported.`,
+          summary: 'Open Inference Protocol: inference on preprocessed FP32 tensors (JSON, or the binary tensor data extension)',
+          description:
+            `One input named as in the model metadata, shape [N, C, H, W] with N <= ${ctx.limits.maxBatch}, already normalised (see the model metadata's parameters.preprocessing, a JSON string). ` +
+            'Binary tensor data extension: with an Inference-Header-Content-Length header, the body is that many bytes of JSON followed by the input as raw little-endian FP32 (its parameters.binary_data_size bytes, no data). ' +
+            'An output with parameters.binary_data true (or every output, with the request\'s parameters.binary_data_output true) comes back the same way: application/octet-stream, Inference-Header-Content-Length, parameters.binary_data_size per binary output.',
           parameters: [name],
-          requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/V2InferRequest' } } } },
-          responses: { 200: json({ $ref: '#/components/schemas/V2InferResponse' }), 400: v2Error('invalid tensor'), 404: v2Error('unknown model'), 413: v2Error('body too large'), 503: v2Error('overloaded, not ready or shutting down') },
+          requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/V2InferRequest' } }, 'application/octet-stream': { schema: binary } } },
+          responses: {
+            200: { description: 'OK', content: { 'application/json': { schema: { $ref: '#/components/schemas/V2InferResponse' } }, 'application/octet-stream': { schema: binary } } },
+            400: v2Error('invalid tensor, or a malformed binary body (header length, binary_data_size)'),
+            404: v2Error('unknown model'),
+            413: v2Error('body too large'),
+            503: v2Error('overloaded, not ready or shutting down'),
+          },
         },
       },
     },

@@ -5,11 +5,17 @@ import type { ServeContext } from './context.js';
 
 const escape = (s: string): string => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
+/** Crops smaller than this (in CSS pixels) are shown enlarged. */
+const MIN_SHOWN = 224;
+
 export const PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 export function pageHtml(ctx: ServeContext): string {
   const { info } = ctx;
   const pre = info.preprocessing;
+  // A small model's crop (28x28, 32x32) is shown enlarged by a whole factor, its pixels kept square and sharp.
+  const zoom = pre.crop < MIN_SHOWN ? Math.ceil(MIN_SHOWN / pre.crop) : 1;
+  const shown = pre.crop * zoom;
   const notice = info.randomWeights
     ? `<p id="weights" class="warn">Weights: <b>${escape(info.weights)}</b>. This network has not been trained: its labels and probabilities mean nothing.</p>`
     : `<p id="weights">Weights: ${escape(info.weights)}</p>`;
@@ -32,7 +38,7 @@ ${notice}
 </label>
 <p id="status" role="status"></p>
 <section id="result" hidden>
-  <figure><img id="crop" alt="the crop the network saw" width="${pre.crop}" height="${pre.crop}"><figcaption>the ${pre.crop}&times;${pre.crop} crop the network saw</figcaption></figure>
+  <figure><img id="crop" alt="the crop the network saw" width="${shown}" height="${shown}"${zoom > 1 ? ' class="pixelated"' : ''}><figcaption>the ${pre.crop}&times;${pre.crop} crop the network saw${zoom > 1 ? ` (shown ${zoom}&times; enlarged)` : ''}</figcaption></figure>
   <ol id="top"></ol>
 </section>
 </main>
@@ -55,6 +61,7 @@ h1 { font-size: 1.4em; margin-bottom: 0.2em; }
 #result[hidden] { display: none; }
 figure { margin: 0; }
 #crop { display: block; border: 1px solid #ccc; image-rendering: auto; }
+#crop.pixelated { image-rendering: pixelated; }
 figcaption { font-size: 0.85em; color: #666; }
 #top { flex: 1; min-width: 260px; padding-left: 1.2em; }
 #top li { margin-bottom: 0.6em; }

@@ -45,6 +45,21 @@ export interface PreparedImage {
   source: SourceImage;
 }
 
+/**
+ * The served format the first bytes announce (their signatures), whatever the Content-Type said; undefined when
+ * none does. AVIF is any ISO-BMFF `ftyp` file here: sharp tells AVIF from HEIC when it reads the header.
+ */
+export function servedFormatOf(b: Buffer): ServedFormat | undefined {
+  const at = (offset: number, sig: string): boolean => b.length >= offset + sig.length && b.subarray(offset, offset + sig.length).toString('latin1') === sig;
+  if (at(0, '\xff\xd8\xff')) return 'jpeg';
+  if (at(0, '\x89PNG\r\n\x1a\n')) return 'png';
+  if (at(0, 'GIF87a') || at(0, 'GIF89a')) return 'gif';
+  if (at(0, 'RIFF') && at(8, 'WEBP')) return 'webp';
+  if (at(0, 'II*\0') || at(0, 'MM\0*') || at(0, 'II+\0') || at(0, 'MM\0+')) return 'tiff';
+  if (at(4, 'ftyp')) return 'avif';
+  return undefined;
+}
+
 /** Formats we recognise by their first bytes and refuse by name (sharp would say "unsupported" or, for SVG, render it). */
 function sniffRefused(b: Buffer): string | undefined {
   const ascii = b.subarray(0, 512).toString('latin1');

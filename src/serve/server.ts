@@ -66,7 +66,9 @@ function check(o: ServeOptions): void {
   const int = (k: keyof ServeOptions, min: number, max = Number.MAX_SAFE_INTEGER): void => {
     const v = o[k];
     if (v === undefined && (k === 'threads' || k === 'decodeConcurrency')) return;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new ServeOptionError(`${k} must be an integer from ${min} to ${max}, got ${String(v)}`);
+    // Named as the command line spells it (maxBatch -> --max-batch; byte limits are given in MiB there).
+    const flag = `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`).replace(/-bytes$/, '-mb')}`;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new ServeOptionError(`${k} (${flag}) must be an integer from ${min} to ${max}, got ${String(v)}`);
   };
   int('port', 0, 65535);
   int('maxBatch', 1, 256);

@@ -1,8 +1,10 @@
 // A Triton Inference Server model repository for the same model: <repo>/<name>/config.pbtxt (ONNX Runtime
 // backend, dynamic batching, a bounded queue), <repo>/<name>/1/model.onnx and labels.txt.
 
-import { copyFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { writeFileAtomic } from '../export/atomic.js';
+import { PathError, checkOutputFile, tempPathFor, trackTemp, untrackTemp } from '../util/files.js';
 import { packageVersion } from '../util/paths.js';
 import type { ModelInfo } from './model-info.js';
 import type { ModelSignature } from './pool.js';
@@ -11,13 +13,47 @@ export interface TritonOptions {
   /** Repository folder; the model goes to <repo>/<name>/. */
   repository: string;
   maxBatch: number;
-  maxQueueDelayUs: number;
+  /** Whole microseconds (a bigint where a number cannot hold the value exactly). */
+  maxQueueDelayUs: number | bigint;
   /** Requests waiting beyond this are rejected (Triton's bounded queue). */
   maxQueue: number;
-  /** Per-request queue timeout, as our server's deadline. */
-  timeoutUs: number;
+  /** Per-request queue timeout, as our server's deadline, in whole microseconds. */
+  timeoutUs: number | bigint;
   instances: number;
   kind: 'cpu' | 'gpu';
+  /** Replace the model's folder in the repository when it exists. */
+  force?: boolean;
+}
+
+/** A value that the config's protobuf field cannot hold (Triton would refuse to parse config.pbtxt). */
+export class TritonOptionError extends Error {
+  override name = 'TritonOptionError';
+}
+
+const INT32_MAX = 2n ** 31n - 1n;
+const UINT32_MAX = 2n ** 32n - 1n;
+const UINT64_MAX = 2n ** 64n - 1n;
+
+/**
+ * The ModelConfig fields we write, their protobuf types (triton-inference-server/common
+ * protobuf/model_config.proto) and the range we accept: at least 1 where 0 would mean "none" or "unlimited".
+ */
+export const TRITON_FIELDS = {
+  maxBatch: { field: 'max_batch_size', type: 'int32', min: 1n, max: INT32_MAX },
+  instances: { field: 'instance_group count', type: 'int32', min: 1n, max: INT32_MAX },
+  maxQueue: { field: 'max_queue_size', type: 'uint32', min: 1n, max: UINT32_MAX },
+  maxQueueDelayUs: { field: 'max_queue_delay_microseconds', type: 'uint64', min: 0n, max: UINT64_MAX },
+  timeoutUs: { field: 'default_timeout_microseconds', type: 'uint64', min: 1n, max: UINT64_MAX },
+} as const;
+
+/** Throws TritonOptionError naming the field and its range for a value the config cannot hold. */
+export function checkTritonOptions(o: TritonOptions): void {
+  for (const [key, f] of Object.entries(TRITON_FIELDS)) {
+    const v = o[key as keyof typeof TRITON_FIELDS];
+    const whole = typeof v === 'bigint' || Number.isSafeInteger(v);
+    if (!whole || BigInt(v) < f.min || BigInt(v) > f.max)
+      throw new TritonOptionError(`${f.field} (${f.type}) must be a whole number from ${f.min} to ${f.max}, got ${String(v)}`);
+  }
 }
 
 export interface TritonRepository {
@@ -30,6 +66,7 @@ const quote = (s: string): string => JSON.stringify(s); // protobuf text format 
 
 /** Text of config.pbtxt for the model. */
 export function tritonConfig(info: ModelInfo, sig: ModelSignature, classes: number, o: TritonOptions): string {
+  checkTritonOptions(o);
   const pre = info.preprocessing;
   const channels = pre.channelOrder === 'L' ? 1 : 3;
   const preferred = [...new Set([Math.max(1, Math.floor(o.maxBatch / 2)), o.maxBatch])];
@@ -89,16 +126,41 @@ export function tritonConfig(info: ModelInfo, sig: ModelSignature, classes: numb
   return lines.join('\n');
 }
 
-/** Writes the repository; the model file is copied (a Triton repository is usually shipped as a folder). */
+/**
+ * Writes the repository; the model file is copied (a Triton repository is usually shipped as a folder). An
+ * existing model folder is replaced only with `force`; every file is written to a temporary and renamed into
+ * place, so an interrupted run leaves no half-written file.
+ */
 export function writeTritonRepository(info: ModelInfo, sig: ModelSignature, labels: string[], o: TritonOptions): TritonRepository {
-  const dir = join(o.repository, info.name);
-  mkdirSync(join(dir, '1'), { recursive: true });
   const config = tritonConfig(info, sig, labels.length, o);
+  const repo = o.repository;
+  if (existsSync(repo) && !statSync(repo).isDirectory()) throw new PathError(`--out ${repo} is a file; give the repository folder (it is created if absent)`);
+  const dir = join(repo, info.name);
+  if (existsSync(dir)) {
+    if (!statSync(dir).isDirectory()) throw new PathError(`${dir} exists and is not a folder; remove it or choose another --out`);
+    if (!o.force && readdirSync(dir).length > 0) throw new PathError(`the repository already holds model '${info.name}' (${dir}); pass --force to replace it, or choose another --out`);
+  } else if (!existsSync(repo) && !existsSync(dirname(repo) || '.')) {
+    throw new Error(`cannot write ${repo}: folder ${dirname(repo)} does not exist`);
+  }
   const files = [join(dir, 'config.pbtxt'), join(dir, 'labels.txt'), join(dir, '1', 'model.onnx')];
-  writeFileSync(files[0], config);
-  writeFileSync(files[1], `${labels.join('\n')}\n`);
-  const tmp = `${files[2]}.tmp`;
-  copyFileSync(info.path, tmp);
-  renameSync(tmp, files[2]);
+  mkdirSync(join(dir, '1'), { recursive: true });
+  for (const f of files) checkOutputFile(f, { force: true });
+  writeFileAtomic(files[0], (put) => put(Buffer.from(config)));
+  writeFileAtomic(files[1], (put) => put(Buffer.from(`${labels.join('\n')}\n`)));
+  const tmp = tempPathFor(files[2]);
+  trackTemp(tmp);
+  try {
+    copyFileSync(info.path, tmp);
+    renameSync(tmp, files[2]);
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* nothing to remove */
+    }
+    throw e;
+  } finally {
+    untrackTemp(tmp);
+  }
   return { dir, config, files };
 }
