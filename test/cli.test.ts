@@ -1,13 +1,15 @@
 // The CLI: commands do what they print, and bad arguments get a clear message and a non-zero exit.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { encodeMeanImage } from '../src/export/metadata.js';
 import { saveWeights } from '../src/export/weights.js';
 import { timmPreprocessing } from '../src/import/index.js';
-import { resolveConfig } from '../src/models/config.js';
+import { ACTIVATIONS, resolveConfig } from '../src/models/config.js';
 import { type Preprocessing, datasetPreprocessing } from '../src/models/labels.js';
-import { buildResNet } from '../src/models/preact.js';
+import { buildResNet, graphName } from '../src/models/preact.js';
+import { onnx } from '../src/export/proto.js';
+import { defaultOutput } from '../src/cli/output-paths.js';
 import { metadataOf, runCli, tempDir } from './helpers.js';
 
 const dir = tempDir();
@@ -29,7 +31,7 @@ describe('resnet-onnx export', () => {
     expect((await runCli('export', '--depth', '20', '-o', join(dir, 'a.onnx'), '--save-weights', w, '-q')).code).toBe(0);
     const r = await runCli('export', '--depth', '20', '-o', join(dir, 'b.onnx'), '--weights', w, '-q');
     expect(r.code).toBe(0);
-    expect(r.out).toMatch(/weights checkpoint: r20\.safetensors/);
+    expect(r.out).toMatch(/weights random-init \(seed 0\)/);
   });
 
   it('a checkpoint\'s own preprocessing is the model\'s, with or without architecture flags; one that conflicts is refused', async () => {
@@ -83,19 +85,20 @@ describe('resnet-onnx export', () => {
 
   it('malformed values and unknown choices list what is allowed', async () => {
     let r = await runCli('export', '--depth', 'abc');
-    expect(r.code).not.toBe(0);
+    expect(r.code).toBe(2);
     expect(r.err).toMatch(/--depth must be an integer >= 1, got 'abc'/);
     r = await runCli('export', '--depth', '20', '--variant', 'foo');
-    expect(r.code).not.toBe(0);
+    expect(r.code).toBe(2);
     expect(r.err).toMatch(/Allowed choices are full-preact, original, bn-after-add, relu-before-add, relu-only-preact/);
     r = await runCli('export', '--depth', '20', '--opset', '9');
+    expect(r.code).toBe(2);
     expect(r.err).toMatch(/--opset must be an integer from 13 to 22/);
   });
 
   it('an unwritable output path says so', async () => {
     let r = await runCli('export', '--depth', '20', '-o', '/proc/forbidden/x.onnx', '-q');
-    expect(r.code).toBe(2);
-    expect(r.err).toMatch(/error: cannot write \/proc\/forbidden\/x\.onnx: directory \/proc\/forbidden does not exist/);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/error: cannot write \/proc\/forbidden\/x\.onnx: folder \/proc\/forbidden does not exist/);
     r = await runCli('export', '--depth', '20', '-o', '/proc/x.onnx', '-q');
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/error: cannot write \/proc\/x\.onnx: ENOENT/);
@@ -110,7 +113,37 @@ describe('resnet-onnx export', () => {
   });
 });
 
+describe('names: pre-activation nets are "preact", post-activation ones (paper Fig. 4a-c) are not', () => {
+  it('graphName, the ONNX graph name and the default output path follow the variant', async () => {
+    const names = Object.fromEntries(ACTIVATIONS.map((a) => [a, graphName(resolveConfig({ depth: 164, activation: a }))]));
+    expect(names).toEqual({
+      'full-preact': 'preact_resnet164_cifar10',
+      'relu-only-preact': 'preact_resnet164_cifar10',
+      original: 'resnet164_cifar10',
+      'bn-after-add': 'resnet164_cifar10',
+      'relu-before-add': 'resnet164_cifar10',
+    });
+    expect(defaultOutput(resolveConfig({ depth: 20, activation: 'original' }))).toMatch(/^models\/resnet20-cifar10-original(-[^/]*)?\.onnx$/);
+    expect(defaultOutput(resolveConfig({ depth: 20 }))).toMatch(/^models\/preact-resnet20-cifar10(-[^/]*)?\.onnx$/);
+    const out = join(dir, 'original.onnx');
+    expect((await runCli('export', '--depth', '20', '--variant', 'original', '-o', out, '-q')).code).toBe(0);
+    expect(onnx.ModelProto.decode(readFileSync(out)).graph?.name).toBe('resnet20_cifar10');
+  });
+});
+
 describe('resnet-onnx info', () => {
+  it('MNIST-style nets are summarised at 28x28, as export and train use them', async () => {
+    for (const dataset of ['fashion-mnist', 'mnist']) {
+      const r = await runCli('info', '--depth', '20', '--dataset', dataset);
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(/MACs @28/);
+      expect(r.out).toMatch(/stage3\s+3\s+64\s+64\s+7x7/);
+      expect(r.out).toMatch(/at 28x28/);
+    }
+    expect((await runCli('info', '--depth', '20')).out).toMatch(/MACs @32/);
+  });
+
+
   it('prints the layer table with totals', async () => {
     const r = await runCli('info', '--depth', '200', '--input-size', '320');
     expect(r.code).toBe(0);

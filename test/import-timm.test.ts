@@ -144,13 +144,64 @@ describe('what does not fit is an error naming the key', () => {
   it('files that are neither format say what they are', () => {
     const zip = join(dir, 'model.pth');
     writeFileSync(zip, Buffer.from('PK\x03\x04rest of a zip archive'));
-    expect(errorOf(() => importModel(zip))).toMatch(/^ImportError: model\.pth is a zip archive \(PyTorch's torch\.save format\?\)/);
+    expect(errorOf(() => importModel(zip))).toMatch(/^ImportError: model\.pth: a zip archive \(PyTorch's torch\.save format\?\)/);
     const pickle = join(dir, 'model.pkl');
     writeFileSync(pickle, Buffer.from([0x80, 0x04, 0x95, 0, 0, 0, 0, 0, 0, 0]));
-    expect(errorOf(() => importModel(pickle))).toMatch(/is a Python pickle; pickles run code/);
+    expect(errorOf(() => importModel(pickle))).toMatch(/^ImportError: model\.pkl: a Python pickle; pickles run code/);
     const other = join(dir, 'other.safetensors');
     writeSafeTensors(other, [{ name: 'encoder.weight', shape: [2], values: () => new Float32Array(2) }]);
-    expect(errorOf(() => importModel(other))).toMatch(/other\.safetensors is a safetensors file, but neither a timm ResNetV2 state dict .* nor a resnet-onnx checkpoint \(it holds 'encoder\.weight'\)/);
+    expect(errorOf(() => importModel(other))).toMatch(/^ImportError: other\.safetensors: a safetensors file, but neither a timm ResNetV2 state dict .* nor a resnet-onnx checkpoint \(it holds 1 tensor: 'encoder\.weight'\)$/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// A 1-channel stem: timm.create_model('resnetv2_50', in_chans=1) sums the RGB filters of the stem (its
+// adapt_input_conv), so the grey model on g must equal the RGB model on (g, g, g).
+
+describe('a timm state dict with a 1-channel stem (in_chans=1)', () => {
+  it('imports with grey (L) preprocessing, and its --save-weights checkpoint rebuilds the same model', async () => {
+    const grey = variant('grey', (t) => {
+      const w = t.get('stem.conv.weight')!;
+      const [out, , kh, kw] = w.shape;
+      const k = kh * kw;
+      const summed = new Float32Array(out * k);
+      for (let o = 0; o < out; o++) for (let c = 0; c < 3; c++) for (let i = 0; i < k; i++) summed[o * k + i] += w.values[(o * 3 + c) * k + i];
+      t.set('stem.conv.weight', { shape: [out, 1, kh, kw], values: summed });
+    });
+    const a = join(dir, 'grey-import.onnx');
+    const ckpt = join(dir, 'grey-checkpoint.safetensors');
+    const r = await runCli('import', grey, '-o', a, '--save-weights', ckpt, '-q');
+    expect([r.code, r.err]).toEqual([0, '']);
+    expect(r.out).toMatch(/note: the stem reads 1 channel: the model takes grey \(L\) input, mean 0\.5, std 0\.5/);
+    const want = { resize: 235, crop: 224, scale: 1 / 255, mean: [0.5], std: [0.5], channelOrder: 'L', layout: 'NCHW', interpolation: 'bicubic' };
+    expect(JSON.parse(metadataOf(a).preprocessing)).toEqual(want);
+    expect(JSON.parse(SafeTensorsFile.open(ckpt).metadata.preprocessing)).toEqual(want);
+
+    // The checkpoint states what the network takes, so export --weights accepts it (it refused it before).
+    const b = join(dir, 'grey-export.onnx');
+    const e = await runCli('export', '--weights', ckpt, '-o', b, '-q');
+    expect([e.code, e.err]).toEqual([0, '']);
+    expect(JSON.parse(metadataOf(b).preprocessing)).toEqual(want);
+
+    const rgb = join(dir, 'grey-rgb-reference.onnx');
+    const net = importModel(files.get('bottleneck')!.path);
+    exportImported(net, { output: rgb });
+    net.close();
+    const g = seededInput(224 * 224, 300);
+    const ggg = new Float32Array(3 * 224 * 224);
+    for (let c = 0; c < 3; c++) ggg.set(g, c * 224 * 224);
+    const ref = (await runOnnx(rgb, ggg, [1, 3, 224, 224])).data;
+    for (const model of [a, b]) expect(relDiff((await runOnnx(model, g, [1, 1, 224, 224])).data, ref), model).toBeLessThan(1e-4);
+  }, 60_000);
+
+  it('a stem of another channel count is refused, naming it', () => {
+    const p = variant('four', (t) => {
+      const w = t.get('stem.conv.weight')!;
+      t.set('stem.conv.weight', { shape: [w.shape[0], 4, w.shape[2], w.shape[3]], values: new Float32Array(w.shape[0] * 4 * w.shape[2] * w.shape[3]) });
+    });
+    expect(errorOf(() => importModel(p))).toBe(
+      'ImportError: four.safetensors: the stem convolution reads 4 channels; a model\'s preprocessing states grey (L, 1 channel) or RGB (3 channels) input, so only those stems are imported',
+    );
   });
 });
 

@@ -2,6 +2,7 @@
 
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
+import { MAX_OPSET, MIN_OPSET } from '../export/onnx.js';
 import { ACTIVATIONS, DATASETS, type ModelRequest, type ResNetConfig, SHORTCUTS, resolveConfig } from '../models/config.js';
 
 export function intArg(name: string, min = 1): (v: string) => number {
@@ -10,6 +11,14 @@ export function intArg(name: string, min = 1): (v: string) => number {
     if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got '${v}'`);
     return n;
   };
+}
+
+/** `--opset N`: an integer in the range the ONNX writer emits, checked while parsing (a bad value is a parse error). */
+export function opsetArg(v: string): number {
+  const n = Number(v);
+  if (!/^\s*\d+\s*$/.test(v) || n < MIN_OPSET || n > MAX_OPSET)
+    throw new InvalidArgumentError(`--opset must be an integer from ${MIN_OPSET} to ${MAX_OPSET} (the ops this project emits are defined alike there), got '${v}'`);
+  return n;
 }
 
 export function numArg(name: string): (v: string) => number {
@@ -100,7 +109,7 @@ export class CliError extends Error {
 }
 
 /** Error classes that mean the user's request or input was wrong (exit 2) rather than a failure (exit 1). */
-export const USER_ERRORS = ['ConfigError', 'CheckpointError', 'GraphError', 'DatasetError', 'MeanImageError', 'PreprocessingError'];
+export const USER_ERRORS = ['ConfigError', 'CheckpointError', 'GraphError', 'DatasetError', 'MeanImageError', 'PreprocessingError', 'PathError', 'ImportError', 'T7Error'];
 
 /** A progress bar on stderr when it is a terminal; silent otherwise. */
 export function progressBar(enabled: boolean): { update: (done: number, total: number) => void; stop: () => void } {

@@ -1,17 +1,17 @@
 // `resnet-onnx info`: the layer table.
 
 import type { Command } from 'commander';
-import { describe } from '../models/config.js';
+import { defaultInputSize, describe } from '../models/config.js';
 import { formatSummary, summarize } from '../models/summary.js';
 import { type ModelFlags, configFrom, intArg, modelOptions } from './common.js';
 
 export function infoCommand(prog: Command): void {
   modelOptions(prog.command('info').description('print the layer table: stages, widths, parameters and MACs'))
-    .option('--input-size <n>', 'input height = width for the MAC count (default 32 CIFAR, 224 ImageNet)', intArg('--input-size', 8))
+    .option('--input-size <n>', 'input height = width for the MAC count (default 32 CIFAR, 28 MNIST-style, 224 ImageNet)', intArg('--input-size', 8))
     .option('--json', 'print JSON instead of a table')
     .action((f: ModelFlags & { inputSize?: number; json?: boolean }) => {
       const cfg = configFrom(f);
-      const size = f.inputSize ?? (cfg.family === 'imagenet' ? 224 : 32);
+      const size = f.inputSize ?? defaultInputSize(cfg);
       const s = summarize(cfg, size);
       if (f.json) console.log(JSON.stringify({ config: cfg, ...s }, null, 2));
       else console.log(formatSummary(s, describe(cfg)));

@@ -6,6 +6,7 @@
 import { BN_EPSILON } from '../graph/layers.js';
 import { IMAGENET_DEPTHS, type Layout, type ModelRequest, type ResNetConfig, type UnitKind, resolveConfig } from '../models/config.js';
 import { ImportError, type SourceTensor } from './imported.js';
+import { count, withArticle } from './text.js';
 import { T7Object, T7Table, T7Tensor, type T7Value, describeValue } from './t7.js';
 
 const KINDS = [
@@ -35,7 +36,7 @@ class Mod {
     const short = obj.className.replace(/^(nn|cudnn)\./, '').replace(/^SpatialConvolutionMM$/, 'SpatialConvolution');
     if (!/^(nn|cudnn)\./.test(obj.className) || !(KINDS as readonly string[]).includes(short))
       throw new ImportError(
-        `${path} is a ${obj.className}, which fb.resnet.torch's pre-activation ResNets do not use (known: nn/cudnn ${KINDS.join(', ')})`,
+        `${path} is ${withArticle(obj.className)}, which fb.resnet.torch's pre-activation ResNets do not use (known: nn/cudnn ${KINDS.join(', ')})`,
       );
     this.kind = short as Kind;
   }
@@ -110,8 +111,8 @@ function expectConv(c: ConvInfo, role: string, want: { inC: number; outC?: numbe
   const wantText = `${want.k}x${want.k}, stride ${want.stride}, padding ${want.pad}`;
   if (c.k !== want.k || c.stride !== want.stride || c.pad !== want.pad)
     c.mod.fail(`${role} should be ${wantText}; it is ${c.k}x${c.k}, stride ${c.stride}, padding ${c.pad}`);
-  if (c.inC !== want.inC) c.mod.fail(`${role} reads ${c.inC} channels, but ${want.inC} arrive there`);
-  if (want.outC !== undefined && c.outC !== want.outC) c.mod.fail(`${role} should output ${want.outC} channels, it outputs ${c.outC}`);
+  if (c.inC !== want.inC) c.mod.fail(`${role} reads ${count(c.inC, 'channel')}, but ${want.inC} ${want.inC === 1 ? 'arrives' : 'arrive'} there`);
+  if (want.outC !== undefined && c.outC !== want.outC) c.mod.fail(`${role} should output ${count(want.outC, 'channel')}; it outputs ${c.outC}`);
 }
 
 /** BatchNorm tensors in our convention (eps 1e-5, running variance), from nn's V2 (running_var) or V1 (running_std = 1/sqrt(var + eps)). */
@@ -126,7 +127,7 @@ function bnTensors(m: Mod, prefix: string, channels: number, out: Map<string, So
   const weight = m.tensor('weight', false);
   const bias = m.tensor('bias', false);
   for (const [key, t] of [['running_mean', mean], ['running_var', variance], ['running_std', invStd], ['weight', weight], ['bias', bias]] as const)
-    if (t && t.numel !== channels) m.fail(`${key} has ${t.numel} values, but ${channels} channels arrive there`);
+    if (t && t.numel !== channels) m.fail(`${key} has ${count(t.numel, 'value')}, but ${count(channels, 'channel')} ${channels === 1 ? 'arrives' : 'arrive'} there`);
   const filled = (v: number) => () => new Float32Array(channels).fill(v);
   out.set(`${prefix}.weight`, weight ? from(weight, m, 'weight') : { dims: [channels], values: filled(1), from: `${m.path}.weight (affine = false: 1)` });
   out.set(`${prefix}.bias`, bias ? from(bias, m, 'bias') : { dims: [channels], values: filled(0), from: `${m.path}.bias (affine = false: 0)` });
@@ -240,7 +241,7 @@ function parseUnit(m: Mod, inC: number, stride: number): UnitInfo {
     expectConv(convs[0], 'the 1x1 reduction', { inC, k: 1, stride: 1, pad: 0 });
     expectConv(convs[1], 'the 3x3 convolution', { inC: width, outC: width, k: 3, stride, pad: 1 });
     expectConv(convs[2], 'the 1x1 expansion', { inC: width, outC, k: 1, stride: 1, pad: 0 });
-  } else return branch.fail(`a residual branch with ${convs.length} convolutions is neither a basic (2) nor a bottleneck (3) unit`);
+  } else return branch.fail(`a residual branch with ${count(convs.length, 'convolution')} is neither a basic (2) nor a bottleneck (3) unit`);
 
   let sc: UnitInfo['shortcut'] = null;
   if (shortcut.kind !== 'Identity') {
@@ -251,7 +252,7 @@ function parseUnit(m: Mod, inC: number, stride: number): UnitInfo {
     const conv = convOf(parts[0]);
     expectConv(conv, 'the projection shortcut', { inC, outC, k: 1, stride, pad: 0 });
     sc = { conv, bn: parts[1] ?? null };
-  } else if (inC !== outC || stride !== 1) shortcut.fail(`an identity shortcut cannot take ${inC} channels at stride ${stride} to ${outC} channels`);
+  } else if (inC !== outC || stride !== 1) shortcut.fail(`an identity shortcut cannot take ${count(inC, 'channel')} at stride ${stride} to ${count(outC, 'channel')}`);
   const form = preBn ? 'split' : bns[0] ? 'branch' : 'none';
   return { mod: m, form, kind, bns, convs, shortcut: sc, inC, outC, width, stride };
 }
@@ -322,7 +323,7 @@ export function mapFbResNet(root: T7Value): FbMapping {
   const fcB = fc.tensor('bias', false);
   if (fcW.sizes.length !== 2 || fcW.sizes[1] !== channels) fc.fail(`weight [${fcW.sizes.join(', ')}] should be [classes, ${channels}]`);
   const classes = fcW.sizes[0];
-  if (fcB && fcB.numel !== classes) fc.fail(`bias has ${fcB.numel} values for ${classes} classes`);
+  if (fcB && fcB.numel !== classes) fc.fail(`bias has ${count(fcB.numel, 'value')} for ${count(classes, 'class', 'classes')}`);
 
   // The layout: how the units pre-activate and project, the same for the whole network.
   const all = stages.flat();
@@ -389,7 +390,7 @@ export function mapFbResNet(root: T7Value): FbMapping {
       }
     }),
   );
-  if (bnChannels(headBn) !== channels) headBn.fail(`normalises ${bnChannels(headBn)} channels, but ${channels} arrive there`);
+  if (bnChannels(headBn) !== channels) headBn.fail(`normalises ${count(bnChannels(headBn), 'channel')}, but ${channels} ${channels === 1 ? 'arrives' : 'arrive'} there`);
   bnTensors(headBn, 'head.bn', channels, tensors);
   tensors.set('head.fc.weight', from(fcW, fc, 'weight'));
   tensors.set('head.fc.bias', fcB ? from(fcB, fc, 'bias') : { dims: [classes], values: () => new Float32Array(classes), from: `${fc.path}.bias (absent: zeros)` });

@@ -12,6 +12,7 @@ import type { Preprocessing } from '../models/labels.js';
 import { buildResNet } from '../models/preact.js';
 import { packageVersion } from '../util/paths.js';
 import type { ExportReport } from '../export/inference.js';
+import { count } from './text.js';
 
 /** A file that cannot be imported: the message names the module path or key and what was expected. */
 export class ImportError extends Error {
@@ -45,7 +46,7 @@ export function importedGraph(net: ImportedNet, opts: { probabilities?: boolean 
   const initializers = g.initializers.map((init) => {
     if (init.role === 'constant') return init;
     const t = net.tensors.get(init.name);
-    if (!t) throw new ImportError(`the file has no tensor for '${init.name}' [${init.data.dims.join(', ')}] of ${net.cfg.layout?.origin ?? 'the'} network`);
+    if (!t) throw new ImportError(`the file has no tensor for '${init.name}' [${init.data.dims.join(', ')}] of the ${net.cfg.layout ? `${net.cfg.layout.origin} ` : ''}network`);
     const same = t.dims.length === init.data.dims.length && t.dims.every((d, i) => d === init.data.dims[i]);
     if (!same) throw new ImportError(`${t.from} is [${t.dims.join(', ')}], but '${init.name}' of the network is [${init.data.dims.join(', ')}]`);
     used.add(init.name);
@@ -54,7 +55,7 @@ export function importedGraph(net: ImportedNet, opts: { probabilities?: boolean 
       ...init,
       data: floatTensor(init.data.dims, () => {
         const v = t.values();
-        if (v.length !== n) throw new ImportError(`${t.from} gave ${v.length} values, ${n} expected`);
+        if (v.length !== n) throw new ImportError(`${t.from} gave ${count(v.length, 'value')}, ${n} expected`);
         return v;
       }),
     };
@@ -72,6 +73,8 @@ export interface ImportExportOptions {
   /** Also write the weights as a resnet-onnx checkpoint (safetensors, our names) that records the config. */
   saveWeights?: string;
   progress?: (written: number, total: number) => void;
+  /** More metadata_props entries (e.g. `pretrained`, written by `pull`). */
+  metadata?: Readonly<Record<string, string>>;
 }
 
 /** What an import wrote: the same report as an export's. */
@@ -96,7 +99,7 @@ export function exportImported(net: ImportedNet, o: ImportExportOptions): Import
   const bytes = writeOnnx(graph, o.output, {
     opset,
     docString: `${docString(net.cfg, desc)}\nSource: ${net.source}.`,
-    metadata: { ...modelMetadata(net.cfg, desc), [SOURCE_KEY]: net.source },
+    metadata: { ...modelMetadata(net.cfg, desc), [SOURCE_KEY]: net.source, ...o.metadata },
     producerVersion: packageVersion(),
     progress: o.progress,
   });

@@ -6,6 +6,7 @@
 
 import { readFileSync } from 'node:fs';
 import { halfToFloat } from '../export/safetensors.js';
+import { count, isAre, withArticle } from './text.js';
 
 /** Any value a .t7 file can hold. Tables and torch objects keep identity, so cycles are representable. */
 export type T7Value = null | number | string | boolean | T7Table | T7Object | T7Tensor | T7Storage;
@@ -242,8 +243,8 @@ class Reader {
   }
 
   private need(n: number, what: string): void {
-    if (n > this.buf.length - this.pos)
-      this.fail(`${what} needs ${n} bytes but only ${this.buf.length - this.pos} are left (truncated or corrupted file)`);
+    const left = this.buf.length - this.pos;
+    if (n > left) this.fail(`${what} needs ${count(n, 'byte')}, but ${left === 0 ? 'the file ends there' : `only ${count(left, 'byte')} ${isAre(left)} left`} (truncated or corrupted file)`);
   }
 
   private int(what: string): number {
@@ -330,7 +331,7 @@ class Reader {
         if (tag === TYPE_TABLE) {
           const size = this.int('table size');
           // Each entry is at least two 4-byte type tags.
-          if (size < 0 || size > (this.buf.length - this.pos) / 8) this.fail(`table declares ${size} entries, more than the ${this.buf.length - this.pos} bytes left can hold`);
+          if (size < 0 || size > (this.buf.length - this.pos) / 8) this.fail(`table declares ${count(size, 'entry', 'entries')}, more than the ${count(this.buf.length - this.pos, 'byte')} left can hold`);
           const table = new T7Table();
           this.register(index, table);
           if (size === 0) return table;
@@ -365,12 +366,13 @@ class Reader {
     this.register(index, object);
     if (className === 'tds.Hash' || className === 'tds.Vec') {
       // tds writes its size as a C long, then the entries (keys and values, or elements).
-      const count = this.long(`${className} size`);
+      const entries = this.long(`${className} size`);
       const per = className === 'tds.Hash' ? 8 : 4;
-      if (count < 0 || count > (this.buf.length - this.pos) / per) this.fail(`${className} declares ${count} entries, more than the bytes left can hold`);
-      if (count === 0) return object;
-      if (className === 'tds.Hash') this.stack.push({ kind: 'tds.Hash', step: at, object, left: count, key: undefined });
-      else this.stack.push({ kind: 'tds.Vec', step: at, object, left: count, next: 1 });
+      if (entries < 0 || entries > (this.buf.length - this.pos) / per)
+        this.fail(`${className} declares ${count(entries, 'entry', 'entries')}, more than the ${count(this.buf.length - this.pos, 'byte')} left can hold`);
+      if (entries === 0) return object;
+      if (className === 'tds.Hash') this.stack.push({ kind: 'tds.Hash', step: at, object, left: entries, key: undefined });
+      else this.stack.push({ kind: 'tds.Vec', step: at, object, left: entries, next: 1 });
       return PENDING;
     }
     this.stack.push({ kind: 'fields', step: at, object, done: false });
@@ -382,7 +384,7 @@ class Reader {
     const es = elementSize(elementType, this.longSize);
     if (length < 0) this.fail(`${className} has negative size ${length}`);
     if (length > (this.buf.length - this.pos) / es)
-      this.fail(`${className} declares ${length} elements (${length * es} bytes) but only ${this.buf.length - this.pos} bytes are left (truncated file?)`);
+      this.fail(`${className} declares ${count(length, 'element')} (${count(length * es, 'byte')}), but only ${count(this.buf.length - this.pos, 'byte')} ${isAre(this.buf.length - this.pos)} left (truncated file?)`);
     const bytes = this.buf.subarray(this.pos, this.pos + length * es);
     this.pos += length * es;
     const s = new T7Storage(className, elementType, length, bytes, es);
@@ -392,7 +394,7 @@ class Reader {
 
   private tensor(index: number, className: string, elementType: T7ElementType, at: string): typeof PENDING {
     const nd = this.int(`${className} dimension count`);
-    if (nd < 0 || nd > MAX_DIMS) this.fail(`${className} has ${nd} dimensions (0..${MAX_DIMS} allowed)`);
+    if (nd < 0 || nd > MAX_DIMS) this.fail(`${className} has ${count(nd, 'dimension')} (0 to ${MAX_DIMS} allowed)`);
     this.need((2 * nd + 1) * this.longSize, `${className} header`);
     const sizes: number[] = [];
     const strides: number[] = [];
@@ -443,7 +445,7 @@ class Reader {
         const t = f.tensor;
         if (v !== null) {
           if (!(v instanceof T7Storage)) this.fail(`the storage of ${t.className} is ${describeValue(v)}, not a storage`);
-          if (v.elementType !== t.elementType) this.fail(`${t.className} points into a ${v.className}`);
+          if (v.elementType !== t.elementType) this.fail(`${t.className} points into ${withArticle(v.className)}`);
           t.storage = v;
         }
         checkBounds(t, (m) => this.fail(m));
@@ -490,7 +492,7 @@ class Reader {
         this.stack.pop();
         const v = this.result(top);
         if (this.stack.length === 0) {
-          if (this.pos !== this.buf.length) this.fail(`${this.buf.length - this.pos} bytes left after the stored object`);
+          if (this.pos !== this.buf.length) this.fail(`${count(this.buf.length - this.pos, 'byte')} left after the stored object`);
           return v;
         }
         this.accept(v);
@@ -504,7 +506,7 @@ class Reader {
 
 /** Checks that every element a tensor addresses lies inside its storage. */
 function checkBounds(t: T7Tensor, fail: (m: string) => never): void {
-  if (t.sizes.length !== t.strides.length) fail(`${t.className} has ${t.sizes.length} sizes and ${t.strides.length} strides`);
+  if (t.sizes.length !== t.strides.length) fail(`${t.className} has ${count(t.sizes.length, 'size')} and ${count(t.strides.length, 'stride')}`);
   const shape = `[${t.sizes.join(', ')}] (strides [${t.strides.join(', ')}], offset ${t.offset})`;
   let numel = t.sizes.length === 0 ? 0 : 1;
   let last = t.offset;
@@ -525,10 +527,10 @@ export function describeValue(v: T7Value | undefined): string {
   if (typeof v === 'number') return `the number ${v}`;
   if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v)}`;
   if (typeof v === 'boolean') return `the boolean ${v}`;
-  if (v instanceof T7Table) return `a table with ${v.size} entries`;
-  if (v instanceof T7Tensor) return `a ${v.className} [${v.sizes.join(', ')}]`;
-  if (v instanceof T7Storage) return `a ${v.className} of ${v.length} elements`;
-  return `a ${v.className}`;
+  if (v instanceof T7Table) return v.size === 0 ? 'an empty table' : `a table with ${count(v.size, 'entry', 'entries')}`;
+  if (v instanceof T7Tensor) return `${withArticle(v.className)} [${v.sizes.join(', ')}]`;
+  if (v instanceof T7Storage) return `${withArticle(v.className)} of ${count(v.length, 'element')}`;
+  return withArticle(v.className);
 }
 
 /** True when the bytes look like Lua Torch's ASCII serialisation (torch.save(f, x, 'ascii')). */
@@ -544,7 +546,7 @@ function looksAscii(buf: Uint8Array): boolean {
  */
 export function readT7(buf: Uint8Array, o: T7ReadOptions = {}): T7Value {
   const name = o.name ?? 'the file';
-  if (looksAscii(buf)) throw new T7Error(`${name} is a Lua Torch ASCII file; only the binary format (torch.save's default) is read. Re-save it in binary.`);
+  if (looksAscii(buf)) throw new T7Error(`${name}: a Lua Torch ASCII file; only the binary format (torch.save's default) is read. Re-save it in binary.`);
   if (o.longSize) return new Reader(buf, o).read();
   try {
     return new Reader(buf, { ...o, longSize: 8 }).read();
@@ -559,7 +561,7 @@ export function readT7(buf: Uint8Array, o: T7ReadOptions = {}): T7Value {
     }
     if (windows)
       throw new T7Error(
-        `${name} was written by Lua Torch on Windows, whose C 'long' is 4 bytes (it parses only with 4-byte sizes); ` +
+        `${name}: written by Lua Torch on Windows, whose C 'long' is 4 bytes (it parses only with 4-byte sizes); ` +
           'such files are not supported. Re-save it on Linux or macOS, or convert the tensors to safetensors.',
       );
     throw e;
@@ -571,7 +573,7 @@ export function readT7File(path: string, o: T7ReadOptions = {}): T7Value {
   try {
     buf = readFileSync(path);
   } catch (e) {
-    throw new T7Error(`cannot read ${path}: ${(e as Error).message}`);
+    throw new T7Error(`${path}: cannot be read (${(e as Error).message.replace(/, open '.*'$/, '')})`);
   }
   return readT7(buf, { name: path, ...o });
 }

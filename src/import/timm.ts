@@ -12,6 +12,7 @@
 import type { SafeTensorsFile } from '../export/safetensors.js';
 import { IMAGENET_DEPTHS, type Layout, type ModelRequest, type ResNetConfig, type UnitKind, resolveConfig } from '../models/config.js';
 import { ImportError, type SourceTensor } from './imported.js';
+import { count } from './text.js';
 
 export interface TimmMapping {
   cfg: ResNetConfig;
@@ -64,7 +65,7 @@ export function mapTimmResNetV2(file: SafeTensorsFile, label: string): TimmMappi
   const shape = (n: string): readonly number[] => file.tensors.get(n)?.shape ?? fail(`key '${n}' is missing`);
   blocks.forEach((_, s) => {
     const w = shape(`stages.${s}.blocks.0.conv1.weight`)[0];
-    if (w !== WIDTHS[s]) fail(`key 'stages.${s}.blocks.0.conv1.weight' has ${w} output channels; stage ${s} of an ImageNet ResNetV2 has width ${WIDTHS[s]}`);
+    if (w !== WIDTHS[s]) fail(`key 'stages.${s}.blocks.0.conv1.weight' has ${count(w, 'output channel')}; stage ${s} of an ImageNet ResNetV2 has width ${WIDTHS[s]}`);
   });
   const fcShape = shape('head.fc.weight');
   if (!(fcShape.length === 2 || (fcShape.length === 4 && fcShape[2] === 1 && fcShape[3] === 1))) fail(`key 'head.fc.weight' is [${fcShape.join(', ')}]; a 1x1 conv or linear classifier is expected`);

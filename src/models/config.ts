@@ -249,6 +249,11 @@ function resolveLayout(given: Partial<Layout>, family: Family, activation: Activ
 }
 
 /** Depth in weighted layers: convs on the main path plus stem and classifier. */
+/** The input side a network is summarised and trained at by default: 224 ImageNet, 28 MNIST-style, 32 CIFAR. */
+export function defaultInputSize(cfg: ResNetConfig): number {
+  return cfg.family === 'imagenet' ? 224 : cfg.inChannels === 1 ? 28 : 32;
+}
+
 export function layerCount(cfg: ResNetConfig): number {
   const perUnit = cfg.unit === 'bottleneck' ? 3 : cfg.unit === 'basic' ? 2 : 1;
   return cfg.stages.reduce((s, st) => s + st.units * perUnit, 0) + 2;

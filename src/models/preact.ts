@@ -215,7 +215,11 @@ export function resnetForward(b: GraphBuilder, cfg: ResNetConfig, input: Value):
   });
 }
 
+/**
+ * The network's name in graphs, default file names and the server: `preact_resnet<depth>_<dataset>` for the
+ * pre-activation units (Fig. 4d, e), `resnet<depth>_<dataset>` for the post-activation ones (Fig. 4a-c).
+ */
 export function graphName(cfg: ResNetConfig): string {
   const depth = cfg.depth ?? 'custom';
-  return `preact_resnet${depth}_${cfg.dataset}`;
+  return `${PREACT.includes(cfg.activation) ? 'preact_' : ''}resnet${depth}_${cfg.dataset}`;
 }
