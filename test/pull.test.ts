@@ -3,6 +3,7 @@
 // NO_PROXY, redirects), the cache (reuse with the server stopped, --list, --file), the catalogue (refused and
 // unknown names, mirrors) and the import (metadata naming URL, sha256 and accuracy; a bad file leaves the cache).
 // Catalogue URLs in a test use the reserved `.invalid` domain and are only ever fetched through --mirror.
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { type IncomingMessage, type Server, type ServerResponse, createServer, request as httpRequest } from 'node:http';
@@ -690,5 +691,92 @@ describe('pull: the command', () => {
     expect(seen.at(-1)).toMatchObject({ received: timm.length, total: timm.length });
     expect(r.network).toMatch(/pre-act ResNet-\d+ \(ImageNet, 10 classes, timm layout\)/);
     await expect(pull('resnet-34', { catalogue: TEST_CATALOGUE })).rejects.toThrow(PullRequestError);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// `serve --pretrained NAME` (issue 10, section 2): pulled through the same code, then served; and the default
+// model's hint when it is random-init is covered in serve-ops.test.ts.
+
+describe('serve --pretrained', () => {
+  it('pulls a catalogue model into the cache, serves it as trained, and a second start needs no network', { timeout: 180_000 }, async () => {
+    const catalogueFile = join(dir, 'serve-catalogue.json');
+    writeFileSync(catalogueFile, JSON.stringify(TEST_CATALOGUE));
+    const s = await server({ '/fb/resnet-tiny.t7': (req, res) => sendRange(req, res, t7) });
+    const cache = fresh('serve-cache');
+    // The pulled model goes where `pull` puts it by default: the package's models/ (removed afterwards).
+    const model = join('models', 'test-fb-tiny.onnx');
+    rmSync(model, { force: true });
+    const env = { ...process.env, RESNET_ONNX_CATALOGUE: catalogueFile, RESNET_ONNX_CACHE: cache, RESNET_ONNX_MIRROR: s.base, HTTP_PROXY: '', HTTPS_PROXY: '', http_proxy: '', https_proxy: '' };
+    const start = async (): Promise<{ url: string; log: string; stop: () => Promise<number | null> }> => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/bin.ts', 'serve', '--pretrained', 'fb-tiny', '--port', '0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let log = '';
+      child.stdout.on('data', (d: Buffer) => void (log += d.toString()));
+      child.stderr.on('data', (d: Buffer) => void (log += d.toString()));
+      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      const deadline = Date.now() + 120_000;
+      while (!/"msg":"ready"/.test(log)) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`serve did not get ready:\n${log}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const url = /"url":"([^"]+)"/.exec(log)?.[1] ?? '';
+      return { url, log, stop: () => (child.kill('SIGTERM'), exited) };
+    };
+    try {
+      const first = await start();
+      const meta = (await (await fetch(`${first.url}/v2/models/test-fb-tiny`)).json()) as { parameters: { weights: string; trained: boolean; warning?: string } };
+      expect(meta.parameters.trained).toBe(true);
+      expect(meta.parameters.weights).toContain('pulled: test/fb-tiny');
+      expect(meta.parameters.warning).toBeUndefined();
+      expect(await first.stop()).toBe(0);
+      expect(s.requests.map((q) => q.path)).toEqual(['/fb/resnet-tiny.t7']);
+      // Second start: the model is recorded in the cache; the server is not asked again.
+      await s.close();
+      const second = await start();
+      expect(second.log).toContain('test-fb-tiny');
+      expect(await second.stop()).toBe(0);
+    } finally {
+      rmSync(model, { force: true });
+    }
+  });
+
+  it('npm start (serve, no --model) serves the pulled resnet200 from the cache without network, else random-init', { timeout: 180_000 }, async (ctx) => {
+    const model = join('models', 'resnet200.onnx');
+    // Never touch a real pulled model of the person running the tests.
+    if (existsSync(model)) ctx.skip();
+    // `resnet200` replaced by the tiny .t7 (no depth check), its file put in a fresh cache by `pull --file`.
+    const catalogueFile = join(dir, 'start-catalogue.json');
+    writeFileSync(catalogueFile, JSON.stringify([{ ...TEST_CATALOGUE[0], name: 'resnet200', aliases: [] }]));
+    const cache = fresh('start-cache');
+    const env = { ...process.env, RESNET_ONNX_CATALOGUE: catalogueFile, RESNET_ONNX_CACHE: cache, RESNET_ONNX_MIRROR: 'http://127.0.0.1:9', HTTP_PROXY: '', HTTPS_PROXY: '' };
+    const pulled = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/bin.ts', 'pull', 'resnet200', '--file', t7Path, '-o', `${fresh('elsewhere')}.onnx`, '-q'], { env, encoding: 'utf8' });
+    expect(pulled.status, pulled.stderr).toBe(0);
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/bin.ts', 'serve', '--port', '0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    child.stdout.on('data', (d: Buffer) => void (log += d.toString()));
+    child.stderr.on('data', (d: Buffer) => void (log += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      const deadline = Date.now() + 120_000;
+      while (!/"msg":"ready"/.test(log)) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`serve did not get ready:\n${log}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(log).toContain('serving resnet200');
+      expect(log).not.toContain('RANDOM WEIGHTS');
+      expect(metadataOf(model).weights).toContain('pulled: resnet200');
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+      rmSync(model, { force: true });
+    }
+  });
+
+  it('--model and --pretrained conflict; an unknown name is a bad request', async () => {
+    expect((await runCli('serve', '--model', 'x.onnx', '--pretrained', 'resnet200')).code).toBe(2);
+    const r = await runCli('serve', '--pretrained', 'resnet9000', '--port', '0');
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/resnet200/);
   });
 });

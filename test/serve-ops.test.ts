@@ -2,7 +2,8 @@
 // overload (503 + Retry-After, no crash, no timeout), deadlines, two workers, the Triton repository, and
 // SIGTERM draining in-flight requests of `resnet-onnx serve` on its default model.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -266,7 +267,9 @@ describe('resnet-onnx serve (a real process): default model, SIGTERM drains in-f
   it('serves models/ ResNet-200 (creating it if absent), says random-init, and drains on SIGTERM', { timeout: 240_000 }, async () => {
     const lines: { msg: string; url?: string; inFlight?: number; clean?: boolean; weights?: string }[] = [];
     let stderr = '';
-    child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/bin.ts', 'serve', '--port', '0', '--max-batch', '2', '--max-delay-ms', '20'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // An empty download cache: nothing pulled, so the default is the random-init ResNet-200 (npm start never downloads).
+    const env = { ...process.env, RESNET_ONNX_CACHE: mkdtempSync(join(tmpdir(), 'resnet-onnx-empty-cache-')) };
+    child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/bin.ts', 'serve', '--port', '0', '--max-batch', '2', '--max-delay-ms', '20'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const proc = child;
     let buf = '';
     const waitFor = (pred: (l: (typeof lines)[number]) => boolean, ms: number): Promise<(typeof lines)[number]> =>
@@ -299,6 +302,12 @@ describe('resnet-onnx serve (a real process): default model, SIGTERM drains in-f
     const url = (await waitFor((l) => /^listening on/.test(l.msg), 120_000)).url as string;
     await waitFor((l) => l.msg === 'ready', 120_000);
     expect(lines.some((l) => /RANDOM WEIGHTS/.test(l.msg) && l.weights === 'random-init (seed 0)')).toBe(true);
+    // Every place that says so names the command that fetches the paper's trained weights.
+    const fetchReal = 'npx resnet-onnx pull resnet200 && npm start';
+    expect(lines.some((l) => /RANDOM WEIGHTS/.test(l.msg) && l.msg.includes(fetchReal))).toBe(true);
+    expect(await (await fetch(`${url}/`)).text()).toContain('npx resnet-onnx pull resnet200 &#38;&#38; npm start');
+    const meta = (await (await fetch(`${url}/v2/models/preact-resnet200-imagenet-seed0`)).json()) as { parameters: { warning: string } };
+    expect(meta.parameters.warning).toContain(fetchReal);
     expect(existsSync(join('models', 'preact-resnet200-imagenet-seed0.onnx'))).toBe(true);
 
     // Four requests in flight (two batches of two at ~0.2-0.6 s per image), then SIGTERM.
@@ -319,6 +328,7 @@ describe('resnet-onnx serve (a real process): default model, SIGTERM drains in-f
     for (const a of answers) {
       expect(a.status).toBe(200);
       expect(a.body).toMatchObject({ model: 'preact-resnet200-imagenet-seed0', weights: 'random-init (seed 0)', trained: false });
+      expect((a.body as { warning?: string }).warning).toContain(fetchReal);
     }
     expect(await exited).toBe(0);
     expect(lines.find((l) => l.msg === 'stopped')?.clean).toBe(true);

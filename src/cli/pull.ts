@@ -28,7 +28,7 @@ interface PullFlags {
 const seconds = (s: number): string => (s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : s >= 60 ? `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${Math.round(s)}s`);
 
 /** A download bar (bytes, rate, ETA) on stderr when it is a terminal and not --quiet; silent otherwise. */
-function downloadBar(enabled: boolean): { update: (p: DownloadProgress) => void; note: (line: string) => void; stop: () => void } {
+export function downloadBar(enabled: boolean): { update: (p: DownloadProgress) => void; note: (line: string) => void; stop: () => void } {
   const note = (line: string): void => void (enabled && process.stderr.write(`${line}\n`));
   if (!enabled || !process.stderr.isTTY) return { update: () => {}, note, stop: () => {} };
   let last: DownloadProgress = { received: 0, bytesPerSecond: 0 };

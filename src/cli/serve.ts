@@ -12,11 +12,29 @@ import { SERVE_DEFAULTS, ServeOptionError, type ServeOptions, startServer } from
 import { TRITON_FIELDS, TritonOptionError, writeTritonRepository } from '../serve/triton.js';
 import { PathError, checkInputFile } from '../util/files.js';
 import { modelsDir } from '../util/paths.js';
+import { DownloadError, IntegrityError, PullError, PullRequestError, ensurePulled } from '../pull/index.js';
 import { CliError, intArg, numArg } from './common.js';
 import { defaultOutput } from './export.js';
+import { downloadBar } from './pull.js';
 
-/** The model served when --model is not given: the paper's ImageNet ResNet-200, exported on first use. */
-function defaultModel(): string {
+/** The catalogue name of the paper's trained ResNet-200, served by default once it has been pulled. */
+export const DEFAULT_PRETRAINED = 'resnet200';
+/** What the random-init default says about getting real weights (log, page, every response, /v2 metadata). */
+export const FETCH_REAL_WEIGHTS = `for the paper's trained ResNet-200 run: npx resnet-onnx pull ${DEFAULT_PRETRAINED} && npm start`;
+
+/**
+ * The model served when neither --model nor --pretrained is given: the paper's trained ResNet-200 when it has been
+ * pulled (or its file is in the download cache: imported then, no network), else the random-init ResNet-200,
+ * exported on first use. Never downloads.
+ */
+async function defaultModel(): Promise<{ path: string; hint?: string }> {
+  try {
+    const path = await ensurePulled(DEFAULT_PRETRAINED, { offline: true, log: (m) => console.error(m) });
+    return { path };
+  } catch (e) {
+    // Not pulled is the usual case and needs no note; anything else (a changed file, a broken cache) is said.
+    if (!(e instanceof PullError && /is not in the cache/.test(e.message))) console.error(`note: not serving the pulled ${DEFAULT_PRETRAINED}: ${(e as Error).message}`);
+  }
   const cfg = resolveConfig({ depth: 200 });
   const path = join(modelsDir(), basename(defaultOutput(cfg)));
   if (!existsSync(path)) {
@@ -24,12 +42,26 @@ function defaultModel(): string {
     mkdirSync(modelsDir(), { recursive: true });
     exportInference(cfg, { output: path });
   }
-  return path;
+  return { path, hint: FETCH_REAL_WEIGHTS };
+}
+
+/** `serve --pretrained NAME`: the catalogue model, pulled into the cache (and imported) first if needed. */
+async function pretrainedModel(name: string, quiet: boolean): Promise<string> {
+  const dl = downloadBar(!quiet);
+  try {
+    return await ensurePulled(name, { log: dl.note, download: { onProgress: dl.update, log: dl.note } });
+  } catch (e) {
+    if (e instanceof PullRequestError) throw new CliError(e.message);
+    if (e instanceof DownloadError || e instanceof IntegrityError || e instanceof PullError) throw new Error(e.message);
+    throw e;
+  } finally {
+    dl.stop();
+  }
 }
 
 /** The model file, checked before any work: a file (not a folder), and an ONNX model (not text, weights, ...). */
-function modelPath(given: string | undefined): string {
-  if (given === undefined) return defaultModel();
+async function modelPath(given: string | undefined): Promise<string> {
+  if (given === undefined) return (await defaultModel()).path;
   checkInputFile(given, '--model');
   return given;
 }
@@ -80,8 +112,9 @@ const mb = (name: string) => (v: string): number => {
 const MiB = 1024 * 1024;
 
 /** The server's options as flags: sizes in MiB, and the model optional (the default one is exported if absent). */
-type ServeFlags = Omit<ServeOptions, 'model' | 'maxBodyBytes' | 'maxJsonBytes' | 'decodeConcurrency' | 'logDestination'> & {
+type ServeFlags = Omit<ServeOptions, 'model' | 'maxBodyBytes' | 'maxJsonBytes' | 'decodeConcurrency' | 'logDestination' | 'weightsHint'> & {
   model?: string;
+  pretrained?: string;
   maxBodyMb: number;
   maxJsonMb: number;
 };
@@ -91,7 +124,8 @@ export function serveCommand(prog: Command): void {
   prog
     .command('serve')
     .description('serve image classification with any model this project wrote (export, train, import) over HTTP: POST /classify, KServe v2 (JSON and binary tensors), /metrics, a web page at /')
-    .option('--model <file>', 'any ONNX model this project wrote (export, train, import); its metadata gives labels and preprocessing (default: the ImageNet ResNet-200 in models/, exported first if absent)')
+    .option('--model <file>', "any ONNX model this project wrote (export, train, import, pull); its metadata gives labels and preprocessing (default: the paper's ResNet-200 if pulled, else a random-init one, exported first if absent)")
+    .option('--pretrained <name>', 'serve a published model from the catalogue (see `pull --list`), pulled into the cache first if needed')
     .option('--host <address>', 'address to listen on (0.0.0.0 for all interfaces)', d.host)
     .option('-p, --port <n>', 'port (0: any free port)', intArg('--port', 0), d.port)
     .option('--max-batch <n>', 'most images per network run (dynamic batching)', intArg('--max-batch'), d.maxBatch)
@@ -107,11 +141,16 @@ export function serveCommand(prog: Command): void {
     .option('--drain-timeout-ms <n>', 'on SIGTERM, how long to wait for in-flight requests', intArg('--drain-timeout-ms', 0), d.drainTimeoutMs)
     .addOption(new Option('--log-level <level>', 'log level (JSON logs on stdout)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default(d.logLevel))
     .action(async (f: ServeFlags) => {
-      const model = modelPath(f.model);
+      if (f.model !== undefined && f.pretrained !== undefined) throw new CliError('--model and --pretrained conflict: give one');
+      let model: string;
+      let weightsHint: string | undefined;
+      if (f.pretrained !== undefined) model = await pretrainedModel(f.pretrained, f.logLevel === 'silent');
+      else if (f.model !== undefined) model = await modelPath(f.model);
+      else ({ path: model, hint: weightsHint } = await defaultModel());
       let server;
       try {
-        const { model: _given, maxBodyMb, maxJsonMb, ...options } = f;
-        server = await startServer({ ...options, model, maxBodyBytes: Math.round(maxBodyMb * MiB), maxJsonBytes: Math.round(maxJsonMb * MiB) });
+        const { model: _given, pretrained: _name, maxBodyMb, maxJsonMb, ...options } = f;
+        server = await startServer({ ...options, model, weightsHint, maxBodyBytes: Math.round(maxBodyMb * MiB), maxJsonBytes: Math.round(maxJsonMb * MiB) });
       } catch (e) {
         if (e instanceof ModelFileError || e instanceof ServeOptionError) throw new CliError(e.message);
         if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE' || (e as NodeJS.ErrnoException).code === 'EACCES' || (e as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL')
@@ -170,7 +209,7 @@ export function serveCommand(prog: Command): void {
         force: f.force,
       };
       if (existsSync(f.out) && !statSync(f.out).isDirectory()) throw new PathError(`--out ${f.out} is a file; give the repository folder (it is created if absent)`);
-      const path = modelPath(f.model);
+      const path = await modelPath(f.model);
       let info;
       try {
         info = readModelInfo(path);

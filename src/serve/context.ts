@@ -51,5 +51,6 @@ export function assertServing(ctx: ServeContext): void {
 /** The note every response about a random-init model carries. */
 export function weightsWarning(info: ModelInfo): string | undefined {
   if (!info.randomWeights) return undefined;
-  return `this model's weights are ${info.weights}: it has not been trained, so its labels and probabilities mean nothing`;
+  const hint = info.weightsHint ? `; ${info.weightsHint}` : '';
+  return `this model's weights are ${info.weights}: it has not been trained, so its labels and probabilities mean nothing${hint}`;
 }

@@ -3,7 +3,7 @@
 // Errors follow the protocol: {"error": "<message>"} (plus our `code`).
 
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { type ServeContext, assertServing } from './context.js';
+import { type ServeContext, assertServing, weightsWarning } from './context.js';
 import { ServeError } from './errors.js';
 import { HEADER_LENGTH, binaryDataSize, encodeInferBody, floatsFromLE, floatsToLE, splitInferBody } from './kserve-binary.js';
 
@@ -105,6 +105,7 @@ export function kserveRouter(ctx: ServeContext): express.Router {
         architecture: ctx.info.architecture,
         weights: ctx.info.weights,
         trained: !ctx.info.randomWeights,
+        ...(ctx.info.randomWeights ? { warning: weightsWarning(ctx.info) ?? '' } : {}),
         preprocessing: JSON.stringify(ctx.info.preprocessing),
         labels: ctx.labels.length,
         max_batch_size: ctx.limits.maxBatch,
@@ -191,7 +192,7 @@ export function kserveRouter(ctx: ServeContext): express.Router {
             model_name: name,
             model_version: MODEL_VERSION,
             ...(typeof body.id === 'string' ? { id: body.id } : {}),
-            parameters: { weights: ctx.info.weights, trained: !ctx.info.randomWeights, queue_ms: result.queueMs, inference_ms: result.inferenceMs, batch_size: result.batchSize },
+            parameters: { weights: ctx.info.weights, trained: !ctx.info.randomWeights, ...(ctx.info.randomWeights ? { warning: weightsWarning(ctx.info) ?? '' } : {}), queue_ms: result.queueMs, inference_ms: result.inferenceMs, batch_size: result.batchSize },
             outputs,
           };
           if (binaries.length === 0) {

@@ -17,6 +17,8 @@ export interface ModelInfo {
   weights: string;
   /** True when the weights are a random initialisation: the labels then mean nothing. */
   randomWeights: boolean;
+  /** For random weights: how to get trained ones (set by the server, e.g. the `pull` command for the default model). */
+  weightsHint?: string;
   /** Class names from the metadata; empty when the model has none (generic names are made once the class count is known). */
   labels: string[];
   preprocessing: Preprocessing;

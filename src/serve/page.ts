@@ -17,7 +17,7 @@ export function pageHtml(ctx: ServeContext): string {
   const zoom = pre.crop < MIN_SHOWN ? Math.ceil(MIN_SHOWN / pre.crop) : 1;
   const shown = pre.crop * zoom;
   const notice = info.randomWeights
-    ? `<p id="weights" class="warn">Weights: <b>${escape(info.weights)}</b>. This network has not been trained: its labels and probabilities mean nothing.</p>`
+    ? `<p id="weights" class="warn">Weights: <b>${escape(info.weights)}</b>. This network has not been trained: its labels and probabilities mean nothing.${info.weightsHint ? ` <span id="weights-hint">${escape(info.weightsHint)}</span>` : ''}</p>`
     : `<p id="weights">Weights: ${escape(info.weights)}</p>`;
   return `<!doctype html>
 <html lang="en">

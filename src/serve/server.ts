@@ -40,6 +40,8 @@ export interface ServeOptions {
   logLevel: Level | 'silent';
   /** Where logs go (default stdout). */
   logDestination?: DestinationStream;
+  /** Said with every random-weights warning (log, page, responses, /v2 metadata): how to get trained weights. */
+  weightsHint?: string;
 }
 
 export const SERVE_DEFAULTS: Omit<ServeOptions, 'model'> = {
@@ -112,7 +114,7 @@ export async function startServer(options: Partial<ServeOptions> & { model: stri
   const o: ServeOptions = { ...SERVE_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)), model: options.model } as ServeOptions;
   check(o);
   const log = pino({ level: o.logLevel, base: { service: 'resnet-onnx' } }, o.logDestination ?? pino.destination(1));
-  const info = readModelInfo(o.model);
+  const info = { ...readModelInfo(o.model), ...(o.weightsHint ? { weightsHint: o.weightsHint } : {}) };
   blockRiskyLoaders();
   const cores = availableParallelism();
   const threads = o.threads ?? Math.max(1, Math.floor(cores / o.workers));
