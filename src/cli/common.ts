@@ -109,7 +109,7 @@ export class CliError extends Error {
 }
 
 /** Error classes that mean the user's request or input was wrong (exit 2) rather than a failure (exit 1). */
-export const USER_ERRORS = ['ConfigError', 'CheckpointError', 'GraphError', 'DatasetError', 'MeanImageError', 'PreprocessingError', 'PathError', 'ImportError', 'T7Error'];
+export const USER_ERRORS = ['ConfigError', 'CheckpointError', 'GraphError', 'DatasetError', 'MeanImageError', 'PreprocessingError', 'PathError', 'PullRequestError', 'ImportError', 'T7Error'];
 
 /** A progress bar on stderr when it is a terminal; silent otherwise. */
 export function progressBar(enabled: boolean): { update: (done: number, total: number) => void; stop: () => void } {

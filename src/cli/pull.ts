@@ -3,7 +3,7 @@
 
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
-import { type DownloadProgress, DownloadError, IntegrityError, PullError, PullRequestError, describeReported, listCatalogue, pull } from '../pull/index.js';
+import { type DownloadProgress, describeReported, listCatalogue, pull } from '../pull/index.js';
 import { DOWNLOAD_DEFAULTS, formatBytes } from '../pull/download.js';
 import { CliError, intArg, opsetArg, progressBar } from './common.js';
 
@@ -114,12 +114,7 @@ export function pullCommand(prog: Command): void {
     .action(async (name: string | undefined, f: PullFlags) => {
       if (f.list) {
         if (name !== undefined) throw new CliError(`--list takes no name (got '${name}')`);
-        try {
-          printList(f);
-        } catch (e) {
-          if (e instanceof PullRequestError) throw new CliError(e.message);
-          throw e;
-        }
+        printList(f);
         return;
       }
       if (name === undefined) throw new CliError('give a model name (e.g. pull resnet200), or --list to see the catalogue');
@@ -146,11 +141,6 @@ export function pullCommand(prog: Command): void {
             writing.update(done, total);
           },
         });
-      } catch (e) {
-        // A wrong request exits 2; a download, hash or import failure exits 1 (see main.ts).
-        if (e instanceof PullRequestError) throw new CliError(e.message);
-        if (e instanceof DownloadError || e instanceof IntegrityError || e instanceof PullError) throw new Error(e.message);
-        throw e;
       } finally {
         dl.stop();
         writing.stop();

@@ -12,7 +12,7 @@ import { SERVE_DEFAULTS, ServeOptionError, type ServeOptions, startServer } from
 import { TRITON_FIELDS, TritonOptionError, writeTritonRepository } from '../serve/triton.js';
 import { PathError, checkInputFile } from '../util/files.js';
 import { modelsDir } from '../util/paths.js';
-import { DownloadError, IntegrityError, PullError, PullRequestError, ensurePulled } from '../pull/index.js';
+import { PullError, ensurePulled } from '../pull/index.js';
 import { CliError, intArg, numArg } from './common.js';
 import { defaultOutput } from './export.js';
 import { downloadBar } from './pull.js';
@@ -49,11 +49,8 @@ async function defaultModel(): Promise<{ path: string; hint?: string }> {
 async function pretrainedModel(name: string, quiet: boolean): Promise<string> {
   const dl = downloadBar(!quiet);
   try {
+    // A wrong name exits 2 (PullRequestError); a download, hash or import failure exits 1.
     return await ensurePulled(name, { log: dl.note, download: { onProgress: dl.update, log: dl.note } });
-  } catch (e) {
-    if (e instanceof PullRequestError) throw new CliError(e.message);
-    if (e instanceof DownloadError || e instanceof IntegrityError || e instanceof PullError) throw new Error(e.message);
-    throw e;
   } finally {
     dl.stop();
   }
@@ -138,6 +135,7 @@ export function serveCommand(prog: Command): void {
     .option('--min-side <n>', 'smallest shorter side accepted (422 below)', intArg('--min-side'), d.minSide)
     .option('--workers <n>', 'inference worker threads, one onnxruntime session each', intArg('--workers'), d.workers)
     .option('--threads <n>', 'onnxruntime threads per worker (default: cores / workers)', intArg('--threads'))
+    .addOption(new Option('--ep <provider>', "onnxruntime execution provider: cpu, cuda (installed separately, see the README's GPU section) or webgpu; a GPU one that cannot start fails the start (exit 1), and where each op ran is logged").choices(['cpu', 'cuda', 'webgpu']).default(d.ep))
     .option('--drain-timeout-ms <n>', 'on SIGTERM, how long to wait for in-flight requests', intArg('--drain-timeout-ms', 0), d.drainTimeoutMs)
     .addOption(new Option('--log-level <level>', 'log level (JSON logs on stdout)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default(d.logLevel))
     .action(async (f: ServeFlags) => {

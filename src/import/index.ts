@@ -14,6 +14,7 @@ import { ImportError, type ImportedNet, type SourceTensor } from './imported.js'
 import { looksLikeT7, readT7 } from './t7.js';
 import { count } from './text.js';
 import { looksLikeTimmResNetV2, mapTimmResNetV2 } from './timm.js';
+import { sha256File } from '../util/files.js';
 
 export { ImportError, type ImportedNet, exportImported, importedGraph, checkpointMetadata, SOURCE_KEY } from './imported.js';
 export { T7Error } from './t7.js';
@@ -129,23 +130,6 @@ function naming<T>(name: string, f: () => T): T {
   }
 }
 
-function sha256File(path: string): string {
-  const h = createHash('sha256');
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.alloc(1 << 22);
-    let pos = 0;
-    for (;;) {
-      const n = readSync(fd, buf, 0, buf.length, pos);
-      if (n === 0) break;
-      h.update(buf.subarray(0, n));
-      pos += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return h.digest('hex');
-}
 
 export interface Imported extends ImportedNet {
   format: SourceFormat;

@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { type Imported, exportImported, importModel } from '../import/index.js';
 import { describe } from '../models/config.js';
 import type { ImportReport } from '../import/imported.js';
-import { checkInputFile, checkOutputFile, removeStaleTemps, tempPathFor, trackTemp, untrackTemp } from '../util/files.js';
+import { checkInputFile, checkOutputFile, removeStaleTemps, sha256File, tempPathFor, trackTemp, untrackTemp } from '../util/files.js';
 import { modelsDir } from '../util/paths.js';
 import { CATALOGUE, type CatalogueEntry, type PulledFormat, REFUSED, type ReportedAccuracy } from './catalogue.js';
 import { type CacheRecord, cacheDir, cachedFilePath, isRecordedModel, readCached, recordModel, removeCached, writeRecord } from './cache.js';
@@ -189,22 +189,6 @@ export function describeReported(r: readonly ReportedAccuracy[]): string {
 // ---------------------------------------------------------------------------------------------------------
 // Getting the file
 
-function sha256Of(path: string): string {
-  const h = createHash('sha256');
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.alloc(1 << 22);
-    for (let pos = 0; ; ) {
-      const n = readSync(fd, buf, 0, buf.length, pos);
-      if (n === 0) break;
-      h.update(buf.subarray(0, n));
-      pos += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return h.digest('hex');
-}
 
 /** Copies a user's file into the cache (atomically), hashing it on the way. */
 function copyIntoCache(src: string, dest: string): { bytes: number; sha256: string } {
@@ -279,7 +263,7 @@ async function obtain(entry: CatalogueEntry, o: PullOptions, pin: string | undef
   const cached = readCached(entry, dir);
   if (cached) {
     // Re-hash: a cached file that changed on disk is not used, and a pin is checked against the bytes.
-    const sha = sha256Of(cached.file);
+    const sha = sha256File(cached.file);
     if (sha === cached.record.sha256 && (entry.bytes === undefined || cached.record.bytes === entry.bytes)) {
       if (pin && sha !== pin) {
         removeCached(cached.file);

@@ -2,7 +2,8 @@
 // checked for kind (file or folder) before any work, and temporaries are removed on an interrupt or by the next
 // run that writes the same output.
 
-import { accessSync, constants, existsSync, mkdirSync, readdirSync, statSync, unlinkSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join, sep } from 'node:path';
 import { isMainThread } from 'node:worker_threads';
 
@@ -180,4 +181,23 @@ export function releaseInterruptCleanup(): void {
     handlers = [];
     releasing = undefined;
   }, 200).unref();
+}
+
+/** The sha256 (hex) of a file, read in 4 MiB pieces. */
+export function sha256File(path: string): string {
+  const h = createHash('sha256');
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(1 << 22);
+    let pos = 0;
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, pos);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+      pos += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
 }
