@@ -1,21 +1,20 @@
 // Training end to end: a short real run on Fashion-MNIST learns; a killed run resumes to the identical state;
-// the exported training-step file runs on its own; bad data paths and mismatched resumes are refused clearly.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+// bad data paths and mismatched resumes are refused clearly.
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { decodeMeanImage } from '../src/export/metadata.js';
 import { onnx } from '../src/export/proto.js';
 import { SafeTensorsFile } from '../src/export/safetensors.js';
-import { DEFAULT_SGD, NEXT_SUFFIX, exportTraining } from '../src/export/training.js';
+import { DEFAULT_SGD } from '../src/export/training.js';
 import { type ModelRequest, resolveConfig } from '../src/models/config.js';
 import { readModelInfo } from '../src/serve/model-info.js';
 import { MEAN_IMAGE, loadCheckpoint } from '../src/train/checkpoint.js';
 import { DEBIAN_FASHION_MNIST, isInMemory, openDataset, pixelMean } from '../src/train/datasets.js';
 import { type TrainEvent, type TrainOptions, train } from '../src/train/trainer.js';
 import { cifarRecords, writeCifar10 } from './data-writers.js';
-import { metadataOf, runCli, seededInput, tempDir } from './helpers.js';
+import { metadataOf, runCli, tempDir } from './helpers.js';
 
 const dir = tempDir('resnet-onnx-train-run-');
 // ResNet-8: the CIFAR family with one basic unit per stage, 1-channel input.
@@ -182,28 +181,4 @@ describe('bad data', () => {
   }, 60_000);
 });
 
-describe('export --training', () => {
-  it('writes one self-contained ONNX file whose first step runs from its stored initial state', async () => {
-    const out = join(dir, 'train-step.onnx');
-    const r = exportTraining(resolveConfig({ depth: 20 }), { output: out, batch: 4, size: 32 });
-    expect(r.state).toBeGreaterThan(100);
-    const model = onnx.ModelProto.decode(readFileSync(out));
-    const inputs = model.graph!.input!.map((i) => i.name);
-    expect(inputs).toEqual(expect.arrayContaining(['input', 'labels', 'lr', 'stage1.unit1.conv1.weight', 'stage1.unit1.conv1.weight#momentum', 'stage1.unit1.bn1.running_var']));
-    expect(model.graph!.initializer!.map((i) => i.name)).toEqual(expect.arrayContaining(['stage1.unit1.conv1.weight', 'stage1.unit1.conv1.weight#momentum']));
-    // onnxruntime lists inputs that have defaults as overridable initializers, not as inputs.
-    const s = await ort.InferenceSession.create(out);
-    expect(s.outputNames).toContain(`stage1.unit1.conv1.weight${NEXT_SUFFIX}`);
-    const res = await s.run({
-      input: new ort.Tensor('float32', seededInput(4 * 3 * 32 * 32), [4, 3, 32, 32]),
-      labels: new ort.Tensor('int64', BigInt64Array.of(1n, 2n, 3n, 4n), [4]),
-      lr: new ort.Tensor('float32', Float32Array.of(0.1), []),
-    });
-    const loss = (res.loss.data as Float32Array)[0];
-    expect(loss).toBeGreaterThan(0);
-    expect(Number.isFinite(loss)).toBe(true);
-    await s.release();
-    // Standard ONNX throughout: Debian's onnx checker, with full shape inference, accepts it.
-    execFileSync('/usr/bin/python3', ['test/reference/onnx_check.py', out], { stdio: 'pipe' });
-  }, 60_000);
-});
+// `export --training` (the graph with its state file beside it, driven step by step): test/training-export.test.ts.

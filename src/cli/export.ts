@@ -1,7 +1,7 @@
 // `resnet-onnx export`: write an inference ONNX model.
 
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { DEFAULT_SGD, exportTrainingAsync } from '../export/training.js';
+import { DEFAULT_SGD, exportTrainingAsync, trainingStatePath } from '../export/training.js';
 import type { BuildTarget } from '../graph/builder.js';
 import { detectFormat } from '../import/index.js';
 import { exportInferenceAsync } from '../export/inference.js';
@@ -63,7 +63,9 @@ async function exportTrainingStep(f: ModelFlags & ExportFlags & TrainingFlags, c
   const cfg = configFrom(f);
   const size = f.inputSize ?? f.size ?? (cfg.family === 'imagenet' ? 224 : cfg.inChannels === 1 ? 28 : 32);
   const output = f.output ?? defaultOutput(cfg, { seed: f.seed }).replace(/\.onnx$/, `-train-b${f.batch}.onnx`);
+  // Two outputs: the graph and its initial state beside it; both are checked before any work.
   checkOutputFile(output, { flag: f.output ? '-o' : undefined, force: f.force, createParent: !f.output });
+  checkOutputFile(trainingStatePath(output), { flag: f.output ? `-o ${output}: its state file` : undefined, force: f.force });
   const bar = progressBar(!f.quiet);
   let r;
   try {
@@ -72,7 +74,8 @@ async function exportTrainingStep(f: ModelFlags & ExportFlags & TrainingFlags, c
     bar.stop();
   }
   console.log(`${describe(cfg)}: training step, batch ${f.batch}, ${size}x${size}`);
-  console.log(`wrote ${output}: ${(r.bytes / 1e6).toFixed(1)} MB, ${r.nodes} nodes, ${r.state} state tensors (inputs X with outputs X#next)`);
+  console.log(`wrote ${output}: ${(r.bytes / 1e6).toFixed(1)} MB, ${r.nodes} nodes, opset ${f.opset}; ${r.state} state inputs X with outputs X#next`);
+  console.log(`wrote ${r.statePath}: ${(r.stateBytes / 1e6).toFixed(1)} MB, the initial state (tensor names = input names): feed it with input, labels and lr, then each X#next back as X`);
 }
 
 /** SGD momentum: [0, 1) (1 never forgets a gradient and diverges). */
@@ -88,12 +91,12 @@ export function exportCommand(prog: Command): void {
     .option('--seed <n>', 'seed for the initial weights', intArg('--seed', 0), 0)
     .option('--weights <file>', 'load weights: a checkpoint written by this project (.safetensors; without architecture flags, the architecture it records), or a file `import` reads (.t7, timm safetensors)')
     .option('--no-fold', 'keep BatchNormalization nodes as defined (default: fold into the preceding conv)')
-    .option('--opset <n>', 'ONNX opset (13..22); the IR version follows it', opsetArg, 17)
+    .option('--opset <n>', 'ONNX opset (13..21; 22 is refused, see the README); the IR version follows it', opsetArg, 17)
     .option('--probabilities', 'add a `probabilities` output (softmax of the logits)')
     .option('--save-weights <file>', 'also write the weights used as a .safetensors checkpoint')
-    .option('--force', 'replace output files that exist (-o, --save-weights)')
+    .option('--force', 'replace output files that exist (-o, --save-weights, the state file of --training)')
     .option('-q, --quiet', 'no progress bar')
-    .option('--training', 'write the training-step graph (forward, loss, backward, SGD) instead of the inference graph')
+    .option('--training', 'write the training-step graph (forward, loss, backward, SGD) instead of the inference graph, and its initial state beside it (<output>.state.safetensors, in place of .onnx)')
     .option('--batch <n>', 'with --training: batch size of the step', intArg('--batch'), 128)
     .option('--input-size <n>', 'with --training: input height = width (default 32 CIFAR, 28 MNIST-style, 224 ImageNet)', intArg('--input-size', 8))
     .addOption(new Option('--size <n>', 'deprecated: --input-size').argParser(intArg('--size', 8)).hideHelp())

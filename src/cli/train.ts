@@ -203,7 +203,7 @@ export function trainCommand(prog: Command): void {
     .option('--colour-jitter <f>', `ImageNet: brightness, contrast and saturation factors from [1 - f, 1 + f], in random order (default ${IMAGENET_COLOUR.jitter}; 0: off)`, rangeArg('--colour-jitter', 0, 1, '0 turns it off'))
     .option('--lighting <sigma>', `ImageNet: AlexNet PCA lighting, std of its coefficients (default ${IMAGENET_COLOUR.lighting}; 0: off)`, rangeArg('--lighting', 0, Infinity, '0 turns it off'))
     .addOption(new Option('--normalise <how>', "per-channel: the dataset's mean and std; per-pixel: subtract the training split's mean image (the paper's CIFAR recipe)").choices([...NORMALISE_MODES]).default('per-channel'))
-    .addOption(new Option('--ep <provider>', 'onnxruntime execution provider').choices(['cpu', 'cuda', 'webgpu']).default('cpu'))
+    .addOption(new Option('--ep <provider>', "onnxruntime execution provider: cpu, cuda (its provider is installed separately, see the README's GPU section) or webgpu; a GPU one that cannot start is refused, and where each op ran is said at start").choices(['cpu', 'cuda', 'webgpu']).default('cpu'))
     .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)', intArg('--threads'))
     .option('--no-plot', 'do not write curves.html')
     .option('-q, --quiet', 'no progress output')
@@ -349,6 +349,7 @@ export function trainCommand(prog: Command): void {
           normalise: f.normalise,
           ep: f.ep,
           threads: f.threads,
+          onPlacement: (_placement, line) => console.log(line),
           plot: f.plot,
           onEvent,
         });

@@ -3,6 +3,7 @@
 import type { Worker } from 'node:worker_threads';
 import { spawnWorker } from '../util/worker.js';
 import type { Logger } from 'pino';
+import type { ExecutionProvider } from '../util/providers.js';
 import { ServeError } from './errors.js';
 import type { FromWorker, OutputTensor, ToWorker, WorkerInit } from './protocol.js';
 
@@ -16,6 +17,8 @@ export interface PoolOptions {
   modelPath: string;
   workers: number;
   intraOpThreads: number;
+  /** onnxruntime's provider for every worker's session (see WorkerInit). */
+  ep: ExecutionProvider;
   warmupDims: number[];
   log: Logger;
 }
@@ -54,7 +57,7 @@ export class WorkerPool {
   private startSlot(index: number): Promise<void> {
     return new Promise((resolve, reject) => {
       const started = performance.now();
-      const worker = spawn({ modelPath: this.o.modelPath, intraOpThreads: this.o.intraOpThreads, warmupDims: this.o.warmupDims });
+      const worker = spawn({ modelPath: this.o.modelPath, intraOpThreads: this.o.intraOpThreads, ep: this.o.ep, warmupDims: this.o.warmupDims });
       const slot: Slot = { index, worker, ready: false, closing: false };
       this.slots[index] = slot;
       worker.on('message', (m: FromWorker) => {
@@ -62,6 +65,7 @@ export class WorkerPool {
           slot.ready = true;
           this.signature = { inputName: m.inputName, inputShape: m.inputShape, outputs: m.outputs };
           this.o.log.info({ worker: index, loadMs: Math.round(performance.now() - started), warmupMs: Math.round(m.warmupMs) }, 'inference worker ready');
+          if (m.placement) this.o.log.info({ worker: index, ep: this.o.ep, placement: m.placement.nodes }, m.placement.line);
           resolve();
           this.onReadyChange(this.ready);
           this.onIdle();

@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os';
 import { pino, type DestinationStream, type Level, type Logger } from 'pino';
 import sharp from 'sharp';
 import { packageVersion } from '../util/paths.js';
+import { EXECUTION_PROVIDERS, type ExecutionProvider, isExecutionProvider } from '../util/providers.js';
 import { createApp } from './app.js';
 import { Batcher } from './batcher.js';
 import { type ServeContext, type ServeState, weightsWarning } from './context.js';
@@ -33,6 +34,8 @@ export interface ServeOptions {
   workers: number;
   /** onnxruntime intra-op threads per worker (default: cores / workers). */
   threads?: number;
+  /** onnxruntime's execution provider; a GPU one that cannot start fails the start-up (no CPU fallback). */
+  ep: ExecutionProvider;
   /** Concurrent image decodes (default: cores). */
   decodeConcurrency?: number;
   /** How long a graceful shutdown waits for in-flight requests before it forces the rest. */
@@ -56,6 +59,7 @@ export const SERVE_DEFAULTS: Omit<ServeOptions, 'model'> = {
   maxPixels: 40_000_000,
   minSide: 16,
   workers: 1,
+  ep: 'cpu',
   drainTimeoutMs: 30_000,
   logLevel: 'info',
 };
@@ -85,6 +89,7 @@ function check(o: ServeOptions): void {
   int('threads', 1, 256);
   int('decodeConcurrency', 1, 256);
   int('drainTimeoutMs', 0);
+  if (!isExecutionProvider(String(o.ep))) throw new ServeOptionError(`ep (--ep) must be one of ${EXECUTION_PROVIDERS.join(', ')}, got ${String(o.ep)}`);
 }
 
 export interface RunningServer {
@@ -130,7 +135,7 @@ export async function startServer(options: Partial<ServeOptions> & { model: stri
 
   const metrics = createMetrics(o.maxBatch, info.name, info.weights);
   const channels = info.preprocessing.channelOrder === 'L' ? 1 : 3;
-  const pool = new WorkerPool({ modelPath: o.model, workers: o.workers, intraOpThreads: threads, warmupDims: [1, channels, info.preprocessing.crop, info.preprocessing.crop], log });
+  const pool = new WorkerPool({ modelPath: o.model, workers: o.workers, intraOpThreads: threads, ep: o.ep, warmupDims: [1, channels, info.preprocessing.crop, info.preprocessing.crop], log });
   const batcher = new Batcher({ maxBatch: o.maxBatch, maxDelayMs: o.maxDelayMs, maxQueue: o.maxQueue, deadlineMs: o.deadlineMs }, pool, metrics.observer);
   pool.onIdle = () => batcher.pump();
   const state: ServeState = { ready: false, draining: false };
@@ -158,7 +163,7 @@ export async function startServer(options: Partial<ServeOptions> & { model: stri
   server.requestTimeout = 120_000;
   const port = (server.address() as AddressInfo).port;
   const url = `http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${port}`;
-  log.info({ url, maxBatch: o.maxBatch, maxDelayMs: o.maxDelayMs, maxQueue: o.maxQueue, deadlineMs: o.deadlineMs, workers: o.workers, threads }, `listening on ${url}`);
+  log.info({ url, maxBatch: o.maxBatch, maxDelayMs: o.maxDelayMs, maxQueue: o.maxQueue, deadlineMs: o.deadlineMs, workers: o.workers, threads, ep: o.ep }, `listening on ${url}`);
 
   // Requests the HTTP server is handling, so shutdown can wait for them.
   let active = 0;

@@ -3,6 +3,7 @@
 
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
+import { ProviderError, createProviderSession, describePlacement } from '../util/providers.js';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
 
 const init = workerData as WorkerInit;
@@ -12,7 +13,8 @@ if (!port) throw new Error('src/serve/worker.ts must run as a worker thread');
 const post = (m: FromWorker, transfer: ArrayBuffer[] = []): void => port.postMessage(m, transfer);
 
 async function start(): Promise<ort.InferenceSession> {
-  const session = await ort.InferenceSession.create(init.modelPath, {
+  // On a GPU provider the warm-up run is profiled, to say where each node ran.
+  const { session, placement } = await createProviderSession(init.modelPath, init.ep, {
     intraOpNumThreads: init.intraOpThreads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
@@ -20,7 +22,7 @@ async function start(): Promise<ort.InferenceSession> {
     // No busy-waiting threads: the cores are shared with image decoding and HTTP (a rough test on 2 cores:
     // ~40% less inference throughput with spinning on while sharp resized images alongside).
     extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
-  });
+  }, init.ep !== 'cpu');
   const input = session.inputNames[0];
   const meta = session.inputMetadata[0];
   const outMeta = session.outputMetadata;
@@ -29,18 +31,20 @@ async function start(): Promise<ort.InferenceSession> {
   const started = performance.now();
   const x = new ort.Tensor('float32', new Float32Array(init.warmupDims.reduce((a, b) => a * b, 1)), init.warmupDims);
   await session.run({ [input]: x });
+  const nodes = placement?.();
   post({
     type: 'ready',
     inputName: input,
     inputShape: shapeOf(meta),
     outputs: session.outputNames.map((name, i) => ({ name, shape: shapeOf(outMeta[i]) })),
     warmupMs: performance.now() - started,
+    ...(nodes ? { placement: { nodes, line: describePlacement(nodes, init.ep) } } : {}),
   });
   return session;
 }
 
 const ready = start().catch((e: Error) => {
-  post({ type: 'fatal', message: `cannot load ${init.modelPath}: ${e.message}` });
+  post({ type: 'fatal', message: e instanceof ProviderError ? e.message : `cannot load ${init.modelPath}: ${e.message}` });
   return undefined;
 });
 

@@ -16,6 +16,7 @@ import { ConfigError, type ResNetConfig, describe } from '../models/config.js';
 import { datasetPreprocessing } from '../models/labels.js';
 import { buildResNet } from '../models/preact.js';
 import { packageVersion } from '../util/paths.js';
+import { type ExecutionProvider, type Placement, createProviderSession, describePlacement } from '../util/providers.js';
 import { type Augmentation, type ColourAugmentation, type Normalisation, NORMALISE_MODES, type NormaliseMode, colourOf, defaultAugmentation, perPixelNormalisation, withColour } from './augment.js';
 import { type Checkpoint, type FieldDifference, MEAN_IMAGE, type RunSettings, architectureFields, describeDifferences, differences, loadCheckpoint, parseRecipe, recipeFields, saveCheckpoint } from './checkpoint.js';
 import { type DatasetSource, isInMemory, openDataset, pixelMean } from './datasets.js';
@@ -24,7 +25,7 @@ import { type Marker, curvesHtml } from './plot.js';
 import { CHECKPOINT_FILE, CURVES_FILE, LOG_FILE, type LogEntry, MODEL_FILE, checkRunFolder, clearRun, cutLog } from './run-folder.js';
 import { type Schedule, lrAt, scheduleProblems } from './schedule.js';
 
-export type ExecutionProvider = 'cpu' | 'cuda' | 'webgpu';
+export type { ExecutionProvider } from '../util/providers.js';
 
 export interface TrainOptions {
   cfg: ResNetConfig;
@@ -63,8 +64,11 @@ export interface TrainOptions {
    * image of the whole training split subtracted (datasets of one image size only); it is stored in the checkpoint.
    */
   normalise?: NormaliseMode;
+  /** Where the step runs: onnxruntime's CPU, CUDA or WebGPU provider; a GPU one that cannot start is refused. */
   ep: ExecutionProvider;
   threads?: number;
+  /** GPU providers: where onnxruntime ran each node of the step, and a line saying it, once before the first step. */
+  onPlacement?: (placement: Placement, line: string) => void;
   plot: boolean;
   /** Called after every logged step and evaluation (the CLI draws its progress bar from it). */
   onEvent?: (e: TrainEvent) => void;
@@ -97,17 +101,37 @@ const sig = (x: number, digits: number): number => Number(x.toPrecision(digits))
 /** `x` to `decimals` decimals, as logged (accuracy 87.5, images/s 312.4). */
 const dec = (x: number, decimals: number): number => Number(x.toFixed(decimals));
 
-function sessionOptions(ep: ExecutionProvider, threads: number | undefined): ort.InferenceSession.SessionOptions {
-  return { executionProviders: [ep], ...(threads ? { intraOpNumThreads: threads } : {}), graphOptimizationLevel: 'all' };
+function sessionOptions(threads: number | undefined): ort.InferenceSession.SessionOptions {
+  return { ...(threads ? { intraOpNumThreads: threads } : {}), graphOptimizationLevel: 'all' };
 }
 
+/** A session on `o.ep`; a GPU provider that cannot start is refused (ProviderError, exit 1), never replaced by the CPU. */
 async function createSession(bytes: Uint8Array, ep: ExecutionProvider, threads: number | undefined): Promise<ort.InferenceSession> {
+  return (await createProviderSession(bytes, ep, sessionOptions(threads))).session;
+}
+
+/**
+ * The training step's session. On a GPU provider one step is run on zeros first (its outputs are dropped, the
+ * state is untouched) to learn from onnxruntime's profile where each node ran, which `onPlacement` is told.
+ */
+async function createStepSession(bytes: Uint8Array, o: TrainOptions, shape: readonly number[], feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession> {
+  const { session, placement } = await createProviderSession(bytes, o.ep, sessionOptions(o.threads), o.ep !== 'cpu');
+  if (!placement) return session;
   try {
-    return await ort.InferenceSession.create(bytes, sessionOptions(ep, threads));
+    const [batch] = shape;
+    await session.run({
+      ...feeds,
+      input: new ort.Tensor('float32', new Float32Array(shape.reduce((a, d) => a * d, 1)), [...shape]),
+      labels: new ort.Tensor('int64', new BigInt64Array(batch), [batch]),
+      lr: new ort.Tensor('float32', Float32Array.of(0), []),
+    });
+    const p = placement();
+    o.onPlacement?.(p, describePlacement(p, o.ep));
   } catch (e) {
-    if (ep === 'cpu') throw e;
-    throw new Error(`cannot start onnxruntime's ${ep} execution provider: ${(e as Error).message}. See the README's GPU section (CUDA needs libonnxruntime_providers_cuda.so beside onnxruntime-node's binary).`);
+    await session.release();
+    throw e;
   }
+  return session;
 }
 
 /** The inference graph of `cfg` with the given parameter and running-statistic values, BatchNorm folded. */
@@ -269,9 +293,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     if (!v) throw new Error(`--resume ${o.resume}: the checkpoint has no tensor '${s.name}'`);
     values.set(s.name, v);
   }
-  const session = await createSession(encodeOnnx(step.graph), o.ep, o.threads);
   const feeds: Record<string, ort.Tensor> = {};
   for (const [name, v] of values) feeds[name] = new ort.Tensor('float32', v, [...dims.get(name)!]);
+  const session = await createStepSession(encodeOnnx(step.graph), o, [o.batch, channels, height, width], feeds);
 
   // Everything that can refuse has run: only now is a replaced run's folder cleared, or a resumed run's log cut.
   mkdirSync(o.out, { recursive: true });
