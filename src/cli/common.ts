@@ -13,11 +13,28 @@ export function intArg(name: string, min = 1): (v: string) => number {
   };
 }
 
-/** `--opset N`: an integer in the range the ONNX writer emits, checked while parsing (a bad value is a parse error). */
+/** The highest opset the CLI writes: from MIN_OPSET to it, the nodes it writes have CUDA and WebGPU kernels (README, "What runs where"). */
+export const CLI_MAX_OPSET = 21;
+
+/**
+ * Opsets the ONNX writer could emit but the CLI refuses, and why (per provider, from onnxruntime 1.30's kernel
+ * tables; test/kernels.test.ts checks each reason against src/export/kernels.ts).
+ */
+export const REFUSED_OPSETS: Readonly<Record<number, string>> = {
+  22:
+    "onnxruntime 1.30's CUDA provider has no kernel for MaxPool-22 or Dropout-22, and onnxruntime-web's WebGPU provider none for Conv-22, " +
+    'ConvTranspose-22, GlobalAveragePool-22 or MaxPool-22, so those nodes would run on the CPU',
+};
+
+/** `--opset N`: an integer in the range the CLI writes, checked while parsing (a bad value is a parse error). */
 export function opsetArg(v: string): number {
   const n = Number(v);
-  if (!/^\s*\d+\s*$/.test(v) || n < MIN_OPSET || n > MAX_OPSET)
-    throw new InvalidArgumentError(`--opset must be an integer from ${MIN_OPSET} to ${MAX_OPSET} (the ops this project emits are defined alike there), got '${v}'`);
+  const integer = /^\s*\d+\s*$/.test(v);
+  if (integer && n <= MAX_OPSET && REFUSED_OPSETS[n]) throw new InvalidArgumentError(`--opset ${n} is refused: ${REFUSED_OPSETS[n]}; use ${MIN_OPSET} to ${CLI_MAX_OPSET}`);
+  if (!integer || n < MIN_OPSET || n > CLI_MAX_OPSET)
+    throw new InvalidArgumentError(
+      `--opset must be an integer from ${MIN_OPSET} to ${CLI_MAX_OPSET} (the ops this project emits are defined alike there and have onnxruntime 1.30 CUDA and WebGPU kernels; see the README's "What runs where"), got '${v}'`,
+    );
   return n;
 }
 

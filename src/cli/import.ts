@@ -58,7 +58,7 @@ export function importCommand(prog: Command): void {
     .argument('<file>', 'a Lua Torch .t7 model, a timm ResNetV2 safetensors state dict, or a resnet-onnx checkpoint')
     .option('-o, --output <file>', 'output path (default: models/<name>-from-<file name>.onnx)')
     .option('--no-fold', 'keep BatchNormalization nodes (default: fold into the preceding conv)')
-    .option('--opset <n>', 'ONNX opset (13..22); the IR version follows it', opsetArg, 17)
+    .option('--opset <n>', 'ONNX opset (13..21; 22 is refused, see the README); the IR version follows it', opsetArg, 17)
     .option('--probabilities', 'add a `probabilities` output (softmax of the logits)')
     .option('--save-weights <file>', 'also write the weights as a resnet-onnx checkpoint (.safetensors) that records the architecture')
     .option('--force', 'replace output files that exist (-o, --save-weights)')

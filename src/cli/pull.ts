@@ -108,7 +108,7 @@ export function pullCommand(prog: Command): void {
     .option('--retries <n>', 'retries in a row without progress (a cut download resumes where it stopped)', intArg('--retries', 0), DOWNLOAD_DEFAULTS.retries)
     .option('--retry-delay-ms <n>', 'first wait before a retry, doubled each time', intArg('--retry-delay-ms', 0), DOWNLOAD_DEFAULTS.retryDelayMs)
     .option('--no-fold', 'keep BatchNormalization nodes (default: fold into the preceding conv)')
-    .option('--opset <n>', 'ONNX opset (13..22); the IR version follows it', opsetArg, 17)
+    .option('--opset <n>', 'ONNX opset (13..21; 22 is refused, see the README); the IR version follows it', opsetArg, 17)
     .option('--probabilities', 'add a `probabilities` output (softmax of the logits)')
     .option('-q, --quiet', 'no progress bar and no notes on stderr')
     .action(async (name: string | undefined, f: PullFlags) => {

@@ -11,7 +11,8 @@ import { floatTensor } from './types.js';
  */
 export function gradients(b: GraphBuilder, loss: Value, wrt: readonly Value[]): Value[] {
   if (loss.shape.length !== 0) throw new GraphError(loss.name, `the loss must be a scalar, got shape [${loss.shape.join(', ')}]`);
-  const forward = [...b.nodeList];
+  // A composite op is differentiated by its own rule; the standard ops that spell it (its expansion) are not.
+  const forward = b.nodeList.filter((n) => !n.expansionOf);
 
   // Values that depend on something we differentiate with respect to: only those need gradients.
   const live = new Set(wrt.map((w) => w.name));

@@ -3,8 +3,8 @@
 
 import type { Graph, Initializer, Node, TensorRole, ValueInfo } from './graph.js';
 import { type Init, initValues } from './init.js';
-import { type Attr, type InputInfo, type RawAttr, AttrReader, OPS } from './ops.js';
-import { type DType, type Shape, type TensorData, type TensorType, shapeText } from './types.js';
+import { type Attr, type InputInfo, type OpDef, type RawAttr, AttrReader, OPS } from './ops.js';
+import { type DType, type Shape, type TensorData, type TensorType, sameDim, shapeText } from './types.js';
 
 /** A handle to a value in the graph under construction. Immutable; carries its inferred type. */
 export class Value implements TensorType {
@@ -62,6 +62,10 @@ export class GraphBuilder {
   private readonly types = new Map<string, TensorType>();
   private readonly constants = new Map<string, TensorData>();
   private readonly nodeNames = new Set<string>();
+  /** Value name -> indices in `nodes` of the nodes that output it (a composite's and its expansion's). */
+  private readonly producedBy = new Map<string, number[]>();
+  /** Value name -> how many node inputs read it. */
+  private readonly readCount = new Map<string, number>();
   private readonly autoNames = new Map<string, number>();
 
   private readonly stateInits: Initializer[] = [];
@@ -149,14 +153,16 @@ export class GraphBuilder {
   output(v: Value, name = v.name): Value {
     let out = v;
     if (name !== v.name) {
-      const node = this.nodes.findIndex((n) => n.outputs.includes(v.name));
-      const read = this.nodes.some((n) => n.inputs.includes(v.name));
-      if (node < 0 || read) {
+      const made = this.producedBy.get(v.name) ?? [];
+      const read = (this.readCount.get(v.name) ?? 0) > 0;
+      if (made.length === 0 || read) {
         out = this.op('Identity', [v], {}, { name, outputName: name })[0];
       } else {
         this.claim(name);
-        const n = this.nodes[node];
-        this.nodes[node] = { ...n, outputs: n.outputs.map((o) => (o === v.name ? name : o)) };
+        // A composite's output is also its expansion's: rename it in both.
+        for (const k of made) this.nodes[k] = { ...this.nodes[k], outputs: this.nodes[k].outputs.map((o) => (o === v.name ? name : o)) };
+        this.producedBy.delete(v.name);
+        this.producedBy.set(name, made);
         this.types.delete(v.name);
         this.types.set(name, { dtype: v.dtype, shape: v.shape });
         out = new Value(name, v.dtype, v.shape);
@@ -228,14 +234,62 @@ export class GraphBuilder {
     const outNames = Array.from({ length: nOut }, (_, i) =>
       opts.outputName && nOut === 1 ? opts.outputName : outLocal ? `${nodeName}.${outLocal[i]}` : nOut === 1 ? nodeName : `${nodeName}.${i}`,
     );
+    if (def.expand) {
+      const expanded = this.expandComposite(type, def, nodeName, local, inputs, attrs, outNames, outTypes, opts);
+      if (expanded) return expanded;
+    }
     for (const n of outNames) if (n !== nodeName) this.claim(n);
     if (outNames.includes(nodeName)) this.claim(nodeName);
     this.nodeNames.add(nodeName);
-    this.nodes.push({ op: type, name: nodeName, inputs: inputs.map((v) => (v ? v.name : '')), outputs: outNames, attrs, ...(opts.gradHint ? { gradHint: opts.gradHint } : {}) });
+    this.push({ op: type, name: nodeName, inputs: inputs.map((v) => (v ? v.name : '')), outputs: outNames, attrs, ...(opts.gradHint ? { gradHint: opts.gradHint } : {}) });
     return outNames.map((n, i) => {
       this.types.set(n, outTypes[i]);
       return new Value(n, outTypes[i].dtype, outTypes[i].shape);
     });
+  }
+
+  /**
+   * Emits the expansion of a composite op (OpDef.expand) under the node's scope, then records the composite node
+   * itself, which autodiff differentiates and build() drops. Returns null when the op is written as itself here.
+   */
+  private expandComposite(
+    type: string,
+    def: OpDef,
+    nodeName: string,
+    local: string,
+    inputs: readonly (Value | null)[],
+    attrs: Record<string, Attr>,
+    outNames: readonly string[],
+    outTypes: readonly TensorType[],
+    opts: OpOptions,
+  ): Value[] | null {
+    const start = this.nodes.length;
+    const values = this.scope(local, () => def.expand!({ b: this, inputs, attrs: new AttrReader(attrs), outputs: outNames }));
+    if (!values) {
+      if (this.nodes.length !== start) this.fail(nodeName, `${type}: an expansion that declines must not emit nodes`);
+      return null;
+    }
+    if (values.length !== outNames.length) this.fail(nodeName, `${type}: expansion made ${values.length} outputs, ${outNames.length} expected`);
+    values.forEach((v, i) => {
+      const t = outTypes[i];
+      if (v.name !== outNames[i] || v.dtype !== t.dtype || v.shape.length !== t.shape.length || !v.shape.every((d, k) => sameDim(d, t.shape[k])))
+        this.fail(nodeName, `${type}: expansion output ${i} is ${v}, expected ${outNames[i]}: ${t.dtype}${shapeText(t.shape)}`);
+    });
+    for (let k = start; k < this.nodes.length; k++) if (!this.nodes[k].expansionOf) this.nodes[k] = { ...this.nodes[k], expansionOf: nodeName };
+    this.nodeNames.add(nodeName);
+    this.push({ op: type, name: nodeName, inputs: inputs.map((v) => (v ? v.name : '')), outputs: [...outNames], attrs, composite: true, ...(opts.gradHint ? { gradHint: opts.gradHint } : {}) });
+    return values;
+  }
+
+  private push(node: Node): void {
+    const k = this.nodes.length;
+    this.nodes.push(node);
+    for (const o of node.outputs) {
+      const list = this.producedBy.get(o);
+      if (list) list.push(k);
+      else this.producedBy.set(o, [k]);
+    }
+    for (const i of node.inputs) if (i) this.readCount.set(i, (this.readCount.get(i) ?? 0) + 1);
   }
 
   /** Single-output shorthand for op(). */
@@ -262,7 +316,7 @@ export class GraphBuilder {
       name: this.name,
       inputs: [...this.inputs],
       outputs: [...this.outputs],
-      nodes: [...this.nodes],
+      nodes: this.nodes.filter((n) => !n.composite).map(({ expansionOf: _, composite: __, ...n }) => n),
       initializers: [...this.inits],
       types: new Map(this.types),
       ...(this.training ? { state: [...this.stateInits] } : {}),

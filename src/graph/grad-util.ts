@@ -49,3 +49,17 @@ export function sumTo(b: GraphBuilder, g: Value, shape: Shape): Value {
 export function expand(b: GraphBuilder, g: Value, shape: Shape): Value {
   return b.op1('Expand', [g, i64(b, concrete(shape, 'expand'), 'expand_shape')], {}, { name: b.fresh('expand') });
 }
+
+/**
+ * One-hot rows [N, classes] (float 0/1) of int64 labels [N], by comparing float class numbers: the labels become
+ * floats by a Gather from [0, 1, ..., classes-1], then Equal against that row. No int64 arithmetic (onnxruntime's
+ * WebGPU kernels take float or int32 operands) and no OneHot op (onnxruntime's WebGPU provider has none).
+ */
+export function oneHot(b: GraphBuilder, labels: Value, classes: number): Value {
+  const ids = Float32Array.from({ length: classes }, (_, i) => i);
+  const column = b.constant(b.fresh('class_ids'), floatTensor([classes, 1], ids));
+  const row = b.constant(b.fresh('class_row'), floatTensor([1, classes], ids));
+  const asFloat = b.op1('Gather', [column, labels], { axis: 0 }, { name: b.fresh('label_ids') });
+  const equal = b.op1('Equal', [asFloat, row], {}, { name: b.fresh('is_label') });
+  return b.op1('Cast', [equal], { to: 1 }, { name: b.fresh('onehot') });
+}

@@ -16,6 +16,13 @@ export interface Node {
    * input's batch statistics: differentiate it as training-mode BN (closed form), not through the statistics.
    */
   readonly gradHint?: 'batch-statistics';
+  /**
+   * Not written to ONNX. A composite node is differentiated as one op (its gradient rule) but written as the
+   * standard ops that spell it (its expansion, see OpDef.expand in ops.ts), which are emitted before it and carry
+   * `expansionOf`: autodiff differentiates the composite and skips its expansion; build() drops the composite.
+   */
+  readonly composite?: true;
+  readonly expansionOf?: string;
 }
 
 export interface ValueInfo extends TensorType {

@@ -2,7 +2,7 @@
 // Adding an op (and, later, its gradient rule) touches this file only.
 
 import type { GraphBuilder, Value } from './builder.js';
-import { concrete, expand, f32, i64, op, reduceSum, reshape, sumTo } from './grad-util.js';
+import { concrete, expand, f32, i64, oneHot, op, reduceSum, reshape, sumTo } from './grad-util.js';
 import {
   type DType,
   type Dim,
@@ -48,6 +48,15 @@ export interface GradContext {
   readonly hint?: 'batch-statistics';
 }
 
+/** What an expansion (OpDef.expand) sees: the node's inputs and attributes, and the names its outputs must get. */
+export interface ExpandContext {
+  readonly b: GraphBuilder;
+  readonly inputs: readonly (Value | null)[];
+  readonly attrs: AttrReader;
+  /** Names the expansion's results must carry (one per requested output), e.g. via OpOptions.outputName. */
+  readonly outputs: readonly string[];
+}
+
 export interface OpDef {
   /** Attribute names and kinds this op accepts; any other attribute is an error. */
   readonly attrs: Readonly<Record<string, AttrKind>>;
@@ -60,6 +69,13 @@ export interface OpDef {
    * `b`. Absent for ops that are not differentiated (integer ops, constants).
    */
   grad?(c: GradContext): (Value | null)[];
+  /**
+   * A composite op: emits, through `b`, standard ops that compute the same outputs, and returns them; or returns
+   * null (emitting nothing) to have the op written as itself. The graph then holds the expansion, while autodiff
+   * still differentiates the op by `grad` (see Node.composite). Used where an op has no kernel on an execution
+   * provider a build target must serve (see src/export/kernels.ts).
+   */
+  expand?(c: ExpandContext): Value[] | null;
 }
 
 /** Typed access to a node's attributes with ONNX defaults. */
@@ -195,6 +211,49 @@ function batchSum(b: GraphBuilder, v: Value): Value {
   const [n, ...rest] = concrete(v.shape, 'batch sum');
   const ones = b.constant(b.fresh('ones'), floatTensor([1, n], new Float32Array(n).fill(1)));
   return op(b, 'MatMul', [ones, reshape(b, v, [n, rest.reduce((p, d) => p * d, 1)], 'per_image')]);
+}
+
+/**
+ * MaxPool's gradient without indices: for each kernel tap (p, q), in the scan order onnxruntime and PyTorch use,
+ * the window's value at that tap (a strided slice of X padded with -inf) is its first maximum when it equals the
+ * pooled Y and no earlier tap did; dY masked so is put back at the tap's input positions by a depthwise
+ * ConvTranspose whose kernel is 1 at (p, q) only. Overlapping windows add up, as the scatter-add does.
+ */
+function maxPoolGradByWindows(b: GraphBuilder, x: Value, y: Value, dy: Value, attrs: AttrReader): Value {
+  const [, c, h, w] = concrete(x.shape, 'MaxPool grad');
+  const [, , ho, wo] = concrete(y.shape, 'MaxPool grad');
+  const [kh, kw] = attrs.ints('kernel_shape', undefined)!;
+  const [sh, sw] = attrs.ints('strides', undefined) ?? [1, 1];
+  const pads = attrs.ints('pads', undefined) ?? [0, 0, 0, 0];
+  ensure((attrs.ints('dilations', undefined) ?? [1, 1]).every((d) => d === 1), 'dilated MaxPool has no gradient rule');
+  ensure(attrs.string('auto_pad', 'NOTSET') === 'NOTSET', 'MaxPool grad needs explicit pads');
+  // Pad so that every window lies inside; ConvTranspose's end pads (or output_padding) make its output H x W.
+  const endH = Math.max(0, (ho - 1) * sh + kh - pads[0] - h);
+  const endW = Math.max(0, (wo - 1) * sw + kw - pads[1] - w);
+  const minusInf = b.constant(b.fresh('minus_inf'), floatTensor([], Float32Array.of(-Infinity)));
+  const xp = b.op1('Pad', [x, i64(b, [0, 0, pads[0], pads[1], 0, 0, endH, endW], 'pads'), minusInf], { mode: 'constant' }, { name: b.fresh('x_pad') });
+  const fit = (size: number, stride: number, k: number, begin: number, out: number): { end: number; extra: number } => {
+    const base = stride * (out - 1) + k - begin;
+    return base >= size ? { end: base - size, extra: 0 } : { end: 0, extra: size - base };
+  };
+  const fh = fit(h, sh, kh, pads[0], ho);
+  const fw = fit(w, sw, kw, pads[1], wo);
+  let remaining: Value | null = null;
+  let dx: Value | null = null;
+  for (let p = 0; p < kh; p++) {
+    for (let q = 0; q < kw; q++) {
+      const tap = b.op1('Slice', [xp, i64(b, [p, q], 'starts'), i64(b, [p + (ho - 1) * sh + 1, q + (wo - 1) * sw + 1], 'ends'), i64(b, [2, 3], 'axes'), i64(b, [sh, sw], 'steps')], {}, { name: b.fresh('tap') });
+      const hit = b.op1('Cast', [op(b, 'Equal', [tap, y])], { to: ONNX_DTYPE.float32 }, { name: b.fresh('hit') });
+      const first: Value = remaining ? op(b, 'Mul', [hit, remaining]) : hit;
+      if (p * kw + q < kh * kw - 1) remaining = remaining ? op(b, 'Sub', [remaining, first]) : op(b, 'Sub', [f32(b, 1), first]);
+      const kernel = new Float32Array(c * kh * kw);
+      for (let ch = 0; ch < c; ch++) kernel[ch * kh * kw + p * kw + q] = 1;
+      const place = b.constant(b.fresh('tap_kernel'), floatTensor([c, 1, kh, kw], kernel));
+      const back = b.op1('ConvTranspose', [op(b, 'Mul', [dy, first]), place], { kernel_shape: [kh, kw], strides: [sh, sw], pads: [pads[0], pads[1], fh.end, fw.end], output_padding: [fh.extra, fw.extra], group: c }, { name: b.fresh('put_back') });
+      dx = dx ? op(b, 'Add', [dx, back]) : back;
+    }
+  }
+  return dx!;
 }
 
 /** need() under another name, for gradient rules, whose context calls its own field `need`. */
@@ -412,6 +471,31 @@ export const OPS: Readonly<Record<string, OpDef>> = {
   Identity: { attrs: {}, inputs: [1, 1], infer: same, grad: ({ dOut: [dy] }) => [dy] },
   Neg: { attrs: {}, inputs: [1, 1], infer: same, grad: ({ b, dOut: [dy] }) => [op(b, 'Neg', [dy!])] },
   Exp: { attrs: {}, inputs: [1, 1], infer: same, grad: ({ b, outputs: [y], dOut: [dy] }) => [op(b, 'Mul', [dy!, y])] },
+  Log: { attrs: {}, inputs: [1, 1], infer: same, grad: ({ b, inputs: [x], dOut: [dy] }) => [op(b, 'Div', [dy!, x!])] },
+  Gather: {
+    attrs: { axis: 'int' },
+    inputs: [2, 2],
+    infer(inputs, a) {
+      const x = req(inputs[0], 'data');
+      const idx = req(inputs[1], 'indices');
+      need(idx.dtype === 'int64', `indices must be int64, got ${typeText(idx)}`);
+      const r = x.shape.length;
+      const axis = a.int('axis', 0);
+      const ax = axis < 0 ? axis + r : axis;
+      need(ax >= 0 && ax < r, `axis ${axis} out of range for ${typeText(x)}`);
+      return [{ dtype: x.dtype, shape: [...x.shape.slice(0, ax), ...idx.shape, ...x.shape.slice(ax + 1)] }];
+    },
+  },
+  GatherElements: {
+    attrs: { axis: 'int' },
+    inputs: [2, 2],
+    infer(inputs) {
+      const x = req(inputs[0], 'data');
+      const idx = req(inputs[1], 'indices');
+      need(idx.dtype === 'int64' && idx.shape.length === x.shape.length, `indices must be int64 of the data's rank, got ${typeText(idx)} for ${typeText(x)}`);
+      return [{ dtype: x.dtype, shape: idx.shape }];
+    },
+  },
   Sqrt: {
     attrs: {},
     inputs: [1, 1],
@@ -552,9 +636,25 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       const [n, classes] = concrete(scores!.shape, 'SoftmaxCrossEntropyLoss grad');
       const logProb = outputs[1];
       need(logProb !== undefined, 'the gradient needs the log_prob output: build the loss with 2 outputs');
-      const oneHot = b.op1('OneHot', [labels!, i64(b, [classes], 'depth'), b.constant(b.fresh('onehot_values'), floatTensor([2], Float32Array.of(0, 1)))], { axis: -1 }, { name: b.fresh('onehot') });
-      const diff = op(b, 'Sub', [op(b, 'Exp', [logProb]), oneHot]);
+      const diff = op(b, 'Sub', [op(b, 'Exp', [logProb]), oneHot(b, labels!, classes)]);
       return [op(b, 'Mul', [diff, op(b, 'Mul', [dLoss!, f32(b, 1 / n)])]), null, null];
+    },
+    // No onnxruntime provider has a kernel for this op: onnxruntime inlines the ONNX function (LogSoftmax, then
+    // NegativeLogLikelihoodLoss), whose LogSoftmax onnxruntime-web's WebGPU lacks. For target 'any' it is spelled
+    // out here with ops every provider has: log_prob = z - log(sum(exp(z))) with z = scores - max (the max via
+    // ArgMax and GatherElements: ReduceMax's opset-20 schema has no WebGPU kernel), loss = -sum(log_prob[label]) / N.
+    expand({ b, inputs: [scores, labels], outputs }) {
+      if (b.target === 'onnxruntime-cpu') return null;
+      const [n, classes] = concrete(scores!.shape, 'SoftmaxCrossEntropyLoss');
+      const top = b.op1('ArgMax', [scores], { axis: 1, keepdims: 1 }, { name: 'argmax' });
+      const max = b.op1('GatherElements', [scores, top], { axis: 1 }, { name: 'max' });
+      const z = b.op1('Sub', [scores, max], {}, { name: 'shifted' });
+      const sumExp = b.op1('ReduceSum', [b.op1('Exp', [z], {}, { name: 'exp' }), i64(b, [1], 'axes')], { keepdims: 1 }, { name: 'sum_exp' });
+      const logProb = b.op1('Sub', [z, b.op1('Log', [sumExp], {}, { name: 'log_sum_exp' })], {}, { name: 'log_prob', ...(outputs[1] ? { outputName: outputs[1] } : {}) });
+      const picked = b.op1('ReduceSum', [b.op1('Mul', [oneHot(b, labels!, classes), logProb], {}, { name: 'masked' }), i64(b, [1], 'class_axis')], { keepdims: 0 }, { name: 'picked' });
+      const total = b.op1('ReduceSum', [picked], { keepdims: 0 }, { name: 'total' });
+      const loss = b.op1('Div', [b.op1('Neg', [total], {}, { name: 'negated' }), b.constant(b.fresh('batch'), floatTensor([], Float32Array.of(n)))], {}, { name: 'mean', outputName: outputs[0] });
+      return outputs.length > 1 ? [loss, logProb] : [loss];
     },
   },
   Dropout: {
@@ -584,8 +684,12 @@ export const OPS: Readonly<Record<string, OpDef>> = {
       const shape = [x.shape[0], x.shape[1], ...spatialWindow(x, kernel, a, a.int('ceil_mode', 0) === 1)];
       return [{ dtype: x.dtype, shape }, { dtype: 'int64', shape }];
     },
-    // Recomputes the pooling with indices, then scatter-adds dY to the argmax positions (windows may overlap).
-    grad({ b, inputs: [x], dOut: [dy], attrs }) {
+    // dY goes to the first maximum of each window in scan order (as onnxruntime's indices and PyTorch pick it).
+    // Target 'onnxruntime-cpu': recompute the pooling with indices, then scatter-add dY to them. Target 'any':
+    // without indices, ConstantOfShape or ScatterElements, which onnxruntime's WebGPU provider lacks (see
+    // maxPoolGradByWindows).
+    grad({ b, inputs: [x], outputs: [y], dOut: [dy], attrs }) {
+      if (b.target !== 'onnxruntime-cpu') return [maxPoolGradByWindows(b, x!, y, dy!, attrs)];
       const shape = concrete(x!.shape, 'MaxPool grad');
       const keep: Record<string, RawAttr> = {};
       for (const k of ['kernel_shape', 'strides', 'pads', 'dilations'] as const) {

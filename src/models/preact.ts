@@ -102,11 +102,13 @@ function combine(b: GraphBuilder, s: Value, f: Value, shortcutIn: Value, cfg: Re
       return b.op1('Add', [gatedS, gatedF], {}, { name: 'add' });
     }
     case 'dropout': {
-      // Dropout (inverted, as in Torch and PyTorch) is the identity at inference.
+      // Dropout (inverted, as in Torch and PyTorch) is the identity at inference, so an inference graph has no
+      // Dropout node (onnxruntime's WebGPU provider has no Dropout kernel).
+      if (!b.training) return b.op1('Add', [s, f], {}, { name: 'add' });
       const ratio = b.constant('dropout_ratio', { dtype: 'float32', dims: [], values: () => Float32Array.of(sc.dropout) });
-      const inputs = b.training ? [s, ratio, b.constant('dropout_training', { dtype: 'bool', dims: [], values: () => Uint8Array.of(1) })] : [s, ratio];
-      // In training the mask is a second output, which the gradient rule reuses.
-      const [dropped] = b.op('Dropout', inputs, {}, { name: 'dropout', outputs: b.training ? 2 : 1 });
+      const inputs = [s, ratio, b.constant('dropout_training', { dtype: 'bool', dims: [], values: () => Uint8Array.of(1) })];
+      // The mask is a second output, which the gradient rule reuses.
+      const [dropped] = b.op('Dropout', inputs, {}, { name: 'dropout', outputs: 2 });
       return b.op1('Add', [dropped, f], {}, { name: 'add' });
     }
   }
