@@ -73,8 +73,13 @@ export function buildTrainingStep(cfg: ResNetConfig, o: TrainingGraphOptions): T
 
   const [loss] = b.scope('loss', () => b.op('SoftmaxCrossEntropyLoss', [logits, labels], { reduction: 'mean' }, { name: 'cross_entropy', outputs: 2 }));
   const correct = b.scope('metrics', () => {
-    const predicted = b.op1('ArgMax', [logits], { axis: 1, keepdims: 0 }, { name: 'argmax' });
-    const hit = b.op1('Cast', [b.op1('Equal', [predicted, labels], {}, { name: 'equal' })], { to: ONNX_DTYPE.float32 }, { name: 'hit' });
+    // Class numbers compared as floats gathered from [0, 1, ..., classes-1] (exact), not as int64: onnxruntime's
+    // WebGPU provider has no int64 Equal and would run that node on the CPU (seen in test/webgpu-training.test.ts).
+    const ids = b.constant('class_ids', floatTensor([cfg.classes], Float32Array.from({ length: cfg.classes }, (_, i) => i)));
+    const argmax = b.op1('ArgMax', [logits], { axis: 1, keepdims: 0 }, { name: 'argmax' });
+    const predicted = b.op1('Gather', [ids, argmax], { axis: 0 }, { name: 'predicted' });
+    const truth = b.op1('Gather', [ids, labels], { axis: 0 }, { name: 'label_id' });
+    const hit = b.op1('Cast', [b.op1('Equal', [predicted, truth], {}, { name: 'equal' })], { to: ONNX_DTYPE.float32 }, { name: 'hit' });
     return b.op1('ReduceSum', [hit], { keepdims: 0 }, { name: 'correct' });
   });
 
