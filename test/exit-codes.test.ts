@@ -53,7 +53,7 @@ describe('every command that exists is covered here', () => {
     const names = program()
       .commands.map((c) => c.name())
       .sort();
-    expect(names).toEqual(['eval', 'export', 'import', 'info', 'pull', 'serve', 'train', 'triton']);
+    expect(names).toEqual(['eval', 'export', 'import', 'info', 'pull', 'quantize', 'serve', 'train', 'triton']);
   });
 });
 
@@ -155,6 +155,16 @@ describe('each command: parse error 2, bad request 2, failure 1', () => {
       writeFileSync(join(images, c, 'broken.png'), 'not a PNG');
     }
     expect(await expectExit(1, 'eval', '--model', model, '--data', images, '-q')).toMatch(/no image could be evaluated/);
+  }, 60_000);
+
+  it('quantize', async () => {
+    await expectExit(2, 'quantize', model, '--calibration-images', 'abc');
+    expect(await expectExit(2, 'quantize', model)).toMatch(/--calibrate DATA is required/);
+    // No file of the calibration folder decodes: nothing to calibrate on (1).
+    const broken = join(dir, 'calibration');
+    mkdirSync(broken, { recursive: true });
+    writeFileSync(join(broken, 'broken.png'), 'not a PNG');
+    expect(await expectExit(1, 'quantize', model, '--calibrate', broken, '-o', join(dir, 'q.onnx'), '-q')).toMatch(/no calibration image could be read/);
   }, 60_000);
 });
 

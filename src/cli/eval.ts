@@ -72,7 +72,8 @@ function jsonReport(r: EvalReport, withPerClass: boolean): object {
 
 function textReport(r: EvalReport, withPerClass: boolean): string[] {
   const lines = [
-    `${r.model.name} (${r.model.architecture}) on ${r.data.description}: ${r.data.path}`,
+    `${r.model.name} (${r.model.architecture}${r.model.precision === 'int8' ? ', int8' : ''}) on ${r.data.description}: ${r.data.path}`,
+    ...(r.model.quantization ? [`precision: ${r.model.quantization}`] : []),
     `protocol: ${r.protocol.text}${r.protocol.from === 'model metadata' ? '' : `; from the ${r.protocol.from}`}`,
     `${r.images} images: top-1 ${pct(r.top1)} (error ${pct(1 - r.top1)}), top-5 ${pct(r.top5)} (error ${pct(1 - r.top5)})`,
   ];

@@ -10,6 +10,7 @@ import { describe } from '../models/config.js';
 import { buildResNet } from '../models/preact.js';
 import { checkInputFile, checkOutputFile } from '../util/files.js';
 import { CliError, type ModelFlags, configFrom, intArg, modelOptions, opsetArg, progressBar, rangeArg } from './common.js';
+import { checkInt8Flags, finishInt8, floatStaging, int8Default } from './export-int8.js';
 import { importOrExplain, writeImported } from './import.js';
 import { defaultOutput, distinctPaths } from './output-paths.js';
 
@@ -35,6 +36,9 @@ interface ExportFlags {
   saveWeights?: string;
   force?: boolean;
   quiet?: boolean;
+  int8?: boolean;
+  calibrate?: string;
+  calibrationImages?: number;
 }
 
 interface TrainingFlags {
@@ -96,6 +100,9 @@ export function exportCommand(prog: Command): void {
     .option('--save-weights <file>', 'also write the weights used as a .safetensors checkpoint')
     .option('--force', 'replace output files that exist (-o, --save-weights, the state file of --training)')
     .option('-q, --quiet', 'no progress bar')
+    .option('--int8', 'write a calibrated int8 (QDQ) model instead of the float one (as `resnet-onnx quantize`; needs --calibrate)')
+    .option('--calibrate <data>', 'with --int8: calibration images (a folder of images, or a dataset folder: IDX, CIFAR)')
+    .option('--calibration-images <n>', 'with --int8: images sampled for calibration (default 256)', intArg('--calibration-images'))
     .option('--training', 'write the training-step graph (forward, loss, backward, SGD) instead of the inference graph, and its initial state beside it (<output>.state.safetensors, in place of .onnx)')
     .option('--batch <n>', 'with --training: batch size of the step', intArg('--batch'), 128)
     .option('--input-size <n>', 'with --training: input height = width (default 32 CIFAR, 28 MNIST-style, 224 ImageNet)', intArg('--input-size', 8))
@@ -110,6 +117,7 @@ export function exportCommand(prog: Command): void {
         .default('any'),
     )
     .action(async (f: ModelFlags & ExportFlags & TrainingFlags, cmd: Command) => {
+      checkInt8Flags(f, cmd);
       if (f.training) return exportTrainingStep(f, cmd);
       const onlyTraining = (['batch', 'inputSize', 'size', 'momentum', 'weightDecay', 'nesterov', 'decayOn', 'target'] as const).find((k) => cmd.getOptionValueSource(k) === 'cli');
       if (onlyTraining) throw new CliError(`--${kebab(onlyTraining)} applies to --training exports only`);
@@ -123,7 +131,7 @@ export function exportCommand(prog: Command): void {
       if (f.weights && flag === undefined) {
         // The architecture comes from the file: a checkpoint's recorded config, or an imported format's structure.
         const net = importOrExplain(f.weights);
-        const output = f.output ?? defaultOutput(net.cfg, { weights: f.weights });
+        const output = f.output ?? int8Default(defaultOutput(net.cfg, { weights: f.weights }), f);
         if (!f.output) {
           try {
             checkOutputFile(output, { force: f.force, createParent: true });
@@ -132,7 +140,8 @@ export function exportCommand(prog: Command): void {
             throw e;
           }
         }
-        writeImported(net, output, f);
+        writeImported(net, floatStaging(output, f), f);
+        if (f.int8) await finishInt8(floatStaging(output, f), output, f);
         return;
       }
       if (f.weights) {
@@ -146,13 +155,13 @@ export function exportCommand(prog: Command): void {
           throw new CliError(`--${kebab(flag ?? '')} conflicts with --weights ${f.weights}: the architecture of a ${format === 't7' ? '.t7 model' : 'timm state dict'} comes from the file; drop the architecture flags`);
       }
       const cfg = configFrom(f);
-      const output = f.output ?? defaultOutput(cfg, f.weights ? { weights: f.weights } : { seed: f.seed });
+      const output = f.output ?? int8Default(defaultOutput(cfg, f.weights ? { weights: f.weights } : { seed: f.seed }), f);
       if (!f.output) checkOutputFile(output, { force: f.force, createParent: true });
       const started = Date.now();
       const bar = progressBar(!f.quiet);
       let report;
       try {
-        report = await exportInferenceAsync(cfg, { output, seed: f.seed, weights: f.weights, fold: f.fold, opset: f.opset, probabilities: f.probabilities, progress: bar.update });
+        report = await exportInferenceAsync(cfg, { output: floatStaging(output, f), seed: f.seed, weights: f.weights, fold: f.fold, opset: f.opset, probabilities: f.probabilities, progress: bar.update });
       } finally {
         bar.stop();
       }
@@ -160,7 +169,8 @@ export function exportCommand(prog: Command): void {
       if (f.saveWeights) await saveWeightsAsync(buildResNet(cfg, { seed: f.seed }), f.saveWeights, { config: JSON.stringify(cfg), weights: report.weights });
       const secs = ((Date.now() - started) / 1000).toFixed(1);
       console.log(`${describe(cfg)}`);
-      console.log(`wrote ${report.path}: ${(report.bytes / 1e6).toFixed(1)} MB, ${report.parameters.toLocaleString('en-US')} parameters, ${report.nodes} nodes, ${report.foldedBatchNorms} BatchNorms folded, opset ${f.opset}, weights ${report.weights} (${secs} s)`);
+      if (f.int8) await finishInt8(report.path, output, f);
+      else console.log(`wrote ${report.path}: ${(report.bytes / 1e6).toFixed(1)} MB, ${report.parameters.toLocaleString('en-US')} parameters, ${report.nodes} nodes, ${report.foldedBatchNorms} BatchNorms folded, opset ${f.opset}, weights ${report.weights} (${secs} s)`);
       if (f.saveWeights) console.log(`wrote ${f.saveWeights}`);
     });
 }

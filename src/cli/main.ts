@@ -9,6 +9,7 @@ import { exportCommand } from './export.js';
 import { importCommand } from './import.js';
 import { infoCommand } from './info.js';
 import { pullCommand } from './pull.js';
+import { quantizeCommand } from './quantize.js';
 import { serveCommand } from './serve.js';
 import { trainCommand } from './train.js';
 
@@ -26,6 +27,7 @@ export function program(): Command {
   serveCommand(prog);
   trainCommand(prog);
   evalCommand(prog);
+  quantizeCommand(prog);
   return prog;
 }
 

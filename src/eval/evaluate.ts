@@ -56,7 +56,7 @@ export interface ProtocolReport {
 }
 
 export interface EvalReport {
-  model: { path: string; name: string; architecture: string; weights: string };
+  model: { path: string; name: string; architecture: string; weights: string; precision: 'float32' | 'int8'; quantization?: string };
   data: { path: string; format: LabelledSet['format']; split: Split; description: string; matchedBy?: string; size: number };
   protocol: ProtocolReport;
   classes: number;
@@ -211,12 +211,17 @@ export async function evaluateModel(o: EvalOptions): Promise<EvalReport> {
     const report = await runEvaluation(worker, set, protocol, classes, batch, spread(set.length, o.limit), o.onProgress, started);
     return {
       ...report,
-      model: { path: o.model, name: info.name, architecture: info.architecture, weights: info.weights },
+      model: { path: o.model, name: info.name, architecture: info.architecture, weights: info.weights, precision: info.precision ?? 'float32', ...(info.quantization ? { quantization: info.quantization } : {}) },
       data: { path: set.path, format: set.format, split: set.split, description: set.description, ...(set.match ? { matchedBy: set.match.by } : {}), size: set.length },
       protocol: { resize: pre.resize, crop: pre.crop, crops: protocol.tenCrop ? 10 : 1, interpolation: pre.interpolation, channelOrder: pre.channelOrder, from, text: describeProtocol(pre, protocol.tenCrop) },
       where: (i) => set.where(i),
       labels: info.labels.length > 0 ? info.labels : Array.from({ length: classes }, (_, i) => `class ${i}`),
-      notes: [...set.notes, ...(info.randomWeights ? [`the model's weights are ${info.weights}: expect chance accuracy`] : [])],
+      notes: [
+        ...set.notes,
+        ...(info.randomWeights ? [`the model's weights are ${info.weights}: expect chance accuracy`] : []),
+        // An int8 model keeps its float model's `weights` text, and with it the float model's figure.
+        ...(info.precision === 'int8' && reported?.source.startsWith("metadata 'weights'") ? ["the reported figure is the float model's (its 'weights' metadata), measured before quantisation"] : []),
+      ],
       ...(reported ? { reported } : {}),
     };
   } finally {

@@ -135,6 +135,7 @@ export function classifyHandler(ctx: ServeContext): express.RequestHandler {
         weights: ctx.info.weights,
         trained: !ctx.info.randomWeights,
         ...(warning ? { warning } : {}),
+        precision: ctx.info.precision ?? 'float32',
         predictions,
         image: image.source,
         preprocessing: { resize: pre.resize, crop: pre.crop, resizedTo: image.resized, interpolation: pre.interpolation, channelOrder: pre.channelOrder },

@@ -106,6 +106,8 @@ export function kserveRouter(ctx: ServeContext): express.Router {
         weights: ctx.info.weights,
         trained: !ctx.info.randomWeights,
         ...(ctx.info.randomWeights ? { warning: weightsWarning(ctx.info) ?? '' } : {}),
+        precision: ctx.info.precision ?? 'float32',
+        ...(ctx.info.metadata.quantization !== undefined ? { quantization: ctx.info.metadata.quantization } : {}),
         preprocessing: JSON.stringify(ctx.info.preprocessing),
         labels: ctx.labels.length,
         max_batch_size: ctx.limits.maxBatch,
@@ -192,7 +194,7 @@ export function kserveRouter(ctx: ServeContext): express.Router {
             model_name: name,
             model_version: MODEL_VERSION,
             ...(typeof body.id === 'string' ? { id: body.id } : {}),
-            parameters: { weights: ctx.info.weights, trained: !ctx.info.randomWeights, ...(ctx.info.randomWeights ? { warning: weightsWarning(ctx.info) ?? '' } : {}), queue_ms: result.queueMs, inference_ms: result.inferenceMs, batch_size: result.batchSize },
+            parameters: { weights: ctx.info.weights, trained: !ctx.info.randomWeights, ...(ctx.info.randomWeights ? { warning: weightsWarning(ctx.info) ?? '' } : {}), precision: ctx.info.precision ?? 'float32', queue_ms: result.queueMs, inference_ms: result.inferenceMs, batch_size: result.batchSize },
             outputs,
           };
           if (binaries.length === 0) {

@@ -5,6 +5,7 @@ import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { META, MeanImageError, decodeMeanImage } from '../export/metadata.js';
 import { onnx } from '../export/proto.js';
+import { describeQuantization, precisionOf } from '../export/quantization.js';
 import { type Preprocessing, datasetPreprocessing } from '../models/labels.js';
 
 export interface ModelInfo {
@@ -25,6 +26,9 @@ export interface ModelInfo {
   /** True when the model carried no preprocessing and the paper's ImageNet default (320 / 320) is used. */
   defaultPreprocessing: boolean;
   metadata: Record<string, string>;
+  /** `int8` for a model `resnet-onnx quantize` wrote (its `quantization` record, described in words), else float32. */
+  precision?: 'float32' | 'int8';
+  quantization?: string;
 }
 
 export class ModelFileError extends Error {
@@ -199,5 +203,7 @@ export function readModelInfo(path: string): ModelInfo {
     preprocessing,
     defaultPreprocessing: preText === undefined,
     metadata,
+    precision: precisionOf(metadata),
+    ...(precisionOf(metadata) === 'int8' ? { quantization: describeQuantization(metadata) } : {}),
   };
 }

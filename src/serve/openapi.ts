@@ -94,6 +94,7 @@ export function openApi(ctx: ServeContext): object {
             weights: { type: 'string', description: "where the weights came from, from the model's metadata, e.g. 'random-init (seed 0)'" },
             trained: { type: 'boolean', description: 'false for random-init weights: then the predictions mean nothing' },
             warning: { type: 'string' },
+            precision: { type: 'string', enum: ['float32', 'int8'], description: "int8 for a model written by `resnet-onnx quantize` (its metadata's `quantization` record)" },
             predictions: { type: 'array', items: { type: 'object', properties: { index: { type: 'integer' }, label: { type: 'string' }, probability: { type: 'number' } } } },
             image: { type: 'object', description: 'the decoded source: format, size after EXIF orientation, orientation, frames, alpha, colour space, sample depth' },
             preprocessing: { type: 'object' },

@@ -31,7 +31,7 @@ export function pageHtml(ctx: ServeContext): string {
 <main>
 <h1>${escape(info.architecture)}</h1>
 <p class="sub">Model <code>${escape(info.name)}</code>. The image's shorter side is resized to ${pre.resize} px and the centre ${pre.crop}&times;${pre.crop} crop is classified.</p>
-${notice}
+${notice}${info.quantization ? `\n<p id="precision">Precision: ${escape(info.quantization)}</p>` : ''}
 <label id="drop" for="file">
   <input id="file" type="file" accept="image/jpeg,image/png,image/webp,image/gif,image/tiff,image/avif">
   <span>Choose an image, or drop one here</span>
