@@ -8,6 +8,7 @@ import * as ort from 'onnxruntime-node';
 import { expect, vi } from 'vitest';
 import { main } from '../src/cli/main.js';
 import { onnx } from '../src/export/proto.js';
+import { SafeTensorsFile } from '../src/export/safetensors.js';
 import type { Graph } from '../src/graph/graph.js';
 import { rng } from '../src/graph/init.js';
 import { floatTensor } from '../src/graph/types.js';
@@ -143,4 +144,16 @@ export function fuzzBytes(bytes: Uint8Array, rnd: () => number, pickAt: () => nu
   }
   for (let k = 0; k < truncations; k++) expect(outcome(bytes.subarray(0, Math.floor(rnd() * bytes.length)))).toBe('error');
   expect(counts.error).toBeGreaterThan(0);
+}
+
+/** The tensors of a training step's state file (names = the graph's state inputs), as onnxruntime feeds. */
+export function stateFeeds(path: string): { feeds: Record<string, ort.Tensor>; names: string[] } {
+  const file = SafeTensorsFile.open(path);
+  const feeds: Record<string, ort.Tensor> = {};
+  try {
+    for (const [name, e] of file.tensors) feeds[name] = new ort.Tensor('float32', file.readFloat32(name), [...e.shape]);
+  } finally {
+    file.close();
+  }
+  return { feeds, names: Object.keys(feeds) };
 }

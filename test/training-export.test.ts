@@ -12,7 +12,7 @@ import { SafeTensorsFile } from '../src/export/safetensors.js';
 import { NEXT_SUFFIX, buildTrainingStep, trainingStatePath } from '../src/export/training.js';
 import type { BuildTarget } from '../src/graph/builder.js';
 import { resolveConfig } from '../src/models/config.js';
-import { metadataOf, relDiff, runCli, seededInput, tempDir } from './helpers.js';
+import { metadataOf, relDiff, runCli, seededInput, stateFeeds, tempDir } from './helpers.js';
 
 const dir = tempDir('resnet-onnx-train-export-');
 const ROOT = resolve(import.meta.dirname, '..');
@@ -34,14 +34,7 @@ interface Run {
 
 /** The README's loop: state from the safetensors file, then every `X#next` fed back as `X`. */
 async function loopFromFiles(model: string, statePath: string): Promise<Run & { inputNames: readonly string[] }> {
-  const file = SafeTensorsFile.open(statePath);
-  const feeds: Record<string, ort.Tensor> = {};
-  const names = [...file.tensors.keys()];
-  try {
-    for (const [name, e] of file.tensors) feeds[name] = new ort.Tensor('float32', file.readFloat32(name), [...e.shape]);
-  } finally {
-    file.close();
-  }
+  const { feeds, names } = stateFeeds(statePath);
   const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 2 });
   const losses: number[] = [];
   try {

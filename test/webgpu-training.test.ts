@@ -8,9 +8,8 @@ import { join, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SafeTensorsFile } from '../src/export/safetensors.js';
 import { NEXT_SUFFIX, trainingStatePath } from '../src/export/training.js';
-import { relDiff, runCli, seededInput, tempDir } from './helpers.js';
+import { relDiff, runCli, seededInput, stateFeeds, tempDir } from './helpers.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ORT_WEB = join(resolve(import.meta.dirname, '..'), 'node_modules', 'onnxruntime-web', 'dist');
@@ -41,14 +40,7 @@ interface Steps {
 
 /** The reference: the same files and batches in onnxruntime-node on the CPU (as test/training-export.test.ts). */
 async function cpuSteps(): Promise<Steps> {
-  const file = SafeTensorsFile.open(trainingStatePath(model));
-  const feeds: Record<string, ort.Tensor> = {};
-  const names = [...file.tensors.keys()];
-  try {
-    for (const [name, e] of file.tensors) feeds[name] = new ort.Tensor('float32', file.readFloat32(name), [...e.shape]);
-  } finally {
-    file.close();
-  }
+  const { feeds, names } = stateFeeds(trainingStatePath(model));
   const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 2 });
   const losses: number[] = [];
   const correct: number[] = [];
