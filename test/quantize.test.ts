@@ -175,6 +175,26 @@ describe('the QDQ model', () => {
   });
 });
 
+describe('the committed int8 model (models/preact-resnet20-fashion-mnist-int8.onnx)', () => {
+  it('scores the top-1 its metadata records on the 10,000 test images: within 0.3 points of float, the float top-1 on >= 99%', async () => {
+    const committed = fileURLToPath(new URL('../models/preact-resnet20-fashion-mnist-int8.onnx', import.meta.url));
+    const md = metadataOf(committed);
+    const recorded = JSON.parse(md.quantization_evaluation) as { top1: number; floatTop1: number; sameTop1AsFloat: number };
+    expect(JSON.parse(md.quantization)).toMatchObject({ weightBits: 7, calibration: { data: 'fashion-mnist train split', images: 512, seed: 0 } });
+    expect(Math.abs(recorded.top1 - recorded.floatTop1)).toBeLessThanOrEqual(0.003);
+    expect(recorded.sameTop1AsFloat).toBeGreaterThanOrEqual(0.99);
+    const q = await evaluateModel({ model: committed });
+    expect(q.images).toBe(10000);
+    expect(q.top1).toBe(recorded.top1);
+    expect(q.reported?.top1).toBe(recorded.top1); // eval sets the int8 figure, not the float model's, beside its measurement
+    // Agreement with the float model on a fifth of the set (the whole set is bench/int8.ts's job).
+    const f = await evaluateModel({ model: FLOAT, limit: 2000 });
+    let same = 0;
+    for (let i = 0; i < f.predictions.length; i++) if (f.predictions[i] >= 0 && f.predictions[i] === q.predictions[i]) same++;
+    expect(same / f.images).toBeGreaterThanOrEqual(0.99);
+  });
+});
+
 describe('every network this project writes', () => {
   const cases: [string, Parameters<typeof resolveConfig>[0], { fold?: boolean; probabilities?: boolean }][] = [
     ['CIFAR basic, projection A (Slice + Pad)', { dataset: 'cifar10', stages: [1, 1, 1], unit: 'basic' }, {}],
