@@ -72,7 +72,7 @@ export function modelOptions(cmd: Command): Command {
     .option('--stages <list>', 'custom units per stage instead of --depth, e.g. 3,4,6,3 (ImageNet) or 18 (CIFAR)', listArg)
     .addOption(new Option('--variant <name>', 'activation placement (paper Fig. 4 / Table 2)').choices([...ACTIVATIONS]).default('full-preact'))
     .addOption(new Option('--shortcut <name>', 'shortcut of identity units (paper Fig. 2 / Table 1)').choices([...SHORTCUTS]).default('identity'))
-    .option('--scale <lambda>', 'lambda for --shortcut scaling (default 0.5)', numArg('--scale'))
+    .option('--scale <lambda>', 'lambda for --shortcut scaling, in [0, 1] (default 0.5; 0: no shortcut, a plain net)', numArg('--scale'))
     .option('--scale-residual', 'with --shortcut scaling: also scale F by 1 - lambda')
     .option('--gate-bias <b>', 'initial gate bias b_g for the gating shortcuts (default -6)', numArg('--gate-bias'))
     .option('--shortcut-dropout <p>', 'dropout ratio for --shortcut dropout (default 0.5)', numArg('--shortcut-dropout'))

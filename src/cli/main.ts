@@ -10,6 +10,7 @@ import { importCommand } from './import.js';
 import { infoCommand } from './info.js';
 import { pullCommand } from './pull.js';
 import { quantizeCommand } from './quantize.js';
+import { reproduceCommand } from './reproduce.js';
 import { serveCommand } from './serve.js';
 import { trainCommand } from './train.js';
 
@@ -28,6 +29,7 @@ export function program(): Command {
   trainCommand(prog);
   evalCommand(prog);
   quantizeCommand(prog);
+  reproduceCommand(prog);
   return prog;
 }
 

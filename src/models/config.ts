@@ -17,7 +17,7 @@ export type ShortcutKind = (typeof SHORTCUTS)[number];
 
 export interface Shortcut {
   kind: ShortcutKind;
-  /** lambda of constant scaling (Fig. 2b), default 0.5. */
+  /** lambda of constant scaling (Fig. 2b), default 0.5; 0 drops the shortcut of identity units (Table 1's plain net). */
   scale: number;
   /** Constant scaling: also scale F by 1 - lambda. */
   scaleResidual: boolean;
@@ -212,7 +212,7 @@ export function resolveConfig(req: ModelRequest): ResNetConfig {
   if (!ACTIVATIONS.includes(activation)) throw new ConfigError(`unknown unit variant '${activation}' (allowed: ${ACTIVATIONS.join(', ')})`);
   const shortcut = { ...DEFAULT_SHORTCUT, ...req.shortcut };
   if (!SHORTCUTS.includes(shortcut.kind)) throw new ConfigError(`unknown shortcut '${shortcut.kind}' (allowed: ${SHORTCUTS.join(', ')})`);
-  if (!(shortcut.scale > 0 && shortcut.scale <= 1)) throw new ConfigError(`--scale must be in (0, 1], got ${shortcut.scale}`);
+  if (!(shortcut.scale >= 0 && shortcut.scale <= 1)) throw new ConfigError(`--scale must be in [0, 1] (0: no shortcut on units that keep their shape, Table 1's plain net), got ${shortcut.scale}`);
   if (!(shortcut.dropout >= 0 && shortcut.dropout < 1)) throw new ConfigError(`--dropout must be in [0, 1), got ${shortcut.dropout}`);
   if (!Number.isFinite(shortcut.gateBias)) throw new ConfigError(`--gate-bias must be a number, got ${shortcut.gateBias}`);
   const layout = req.layout ? resolveLayout(req.layout, family, activation, projection, shortcut.kind) : undefined;

@@ -88,6 +88,8 @@ function combine(b: GraphBuilder, s: Value, f: Value, shortcutIn: Value, cfg: Re
     case 'conv1x1':
       return b.op1('Add', [s, f], {}, { name: 'add' });
     case 'scaling': {
+      // lambda = 0: the shortcut carries nothing, so the unit is F alone (Table 1: "This is a plain net").
+      if (sc.scale === 0) return f;
       const scaledS = b.op1('Mul', [s, scalar(b, 'lambda', sc.scale)], {}, { name: 'scale_shortcut' });
       const scaledF = sc.scaleResidual ? b.op1('Mul', [f, scalar(b, 'one_minus_lambda', 1 - sc.scale)], {}, { name: 'scale_residual' }) : f;
       return b.op1('Add', [scaledS, scaledF], {}, { name: 'add' });

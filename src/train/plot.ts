@@ -13,10 +13,18 @@ export interface Marker {
   label: string;
 }
 
-function panel(title: string, curves: Curve[], yLabel: string, log: boolean, markers: readonly Marker[]): string {
-  const w = 560;
-  const h = 300;
-  const m = { l: 60, r: 20, t: 30, b: 40 };
+/** Panel size; `legend` > 0 puts the legend in a column of that width right of the plot (for many curves). */
+export interface PanelSize {
+  width: number;
+  height: number;
+  legend: number;
+}
+
+/** One SVG panel: curves against iterations, y on a log scale if `log`. */
+export function panel(title: string, curves: Curve[], yLabel: string, log: boolean, markers: readonly Marker[], size: PanelSize = { width: 560, height: 300, legend: 0 }): string {
+  const w = size.width;
+  const h = size.height;
+  const m = { l: 60, r: size.legend > 0 ? size.legend + 20 : 20, t: 30, b: 40 };
   const all = curves.flatMap((c) => c.points).filter(([, y]) => Number.isFinite(y) && (!log || y > 0));
   if (all.length === 0) return `<svg width="${w}" height="${h}"><text x="20" y="40">${title}: no data yet</text></svg>`;
   const xs = all.map(([x]) => x);
@@ -41,7 +49,8 @@ function panel(title: string, curves: Curve[], yLabel: string, log: boolean, mar
   const marks = markers
     .filter((k) => k.x >= x0 && k.x <= x1)
     .map((k) => `<line x1="${sx(k.x).toFixed(1)}" x2="${sx(k.x).toFixed(1)}" y1="${m.t}" y2="${h - m.b}" stroke="#888" stroke-dasharray="4 3"/><text x="${(sx(k.x) + 3).toFixed(1)}" y="${m.t + 10}" font-size="10" fill="#666">${k.label}</text>`);
-  const legend = curves.map((c, i) => `<text x="${w - m.r - 150}" y="${m.t + 14 * (i + 1)}" fill="${c.colour}" font-size="12">${c.label}</text>`);
+  const legendX = size.legend > 0 ? w - size.legend : w - m.r - 150;
+  const legend = curves.map((c, i) => `<text x="${legendX}" y="${m.t + 14 * (i + 1)}" fill="${c.colour}" font-size="12">${c.label}</text>`);
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif">`,
     `<text x="${m.l}" y="18" font-size="14">${title}</text>`,
