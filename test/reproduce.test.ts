@@ -91,7 +91,8 @@ describe('reproduce: the study runner', () => {
     // Every row of the table is listed, with the paper's figure; rows not run say so.
     for (const row of TABLE1.rows) expect(md).toContain(`| ${row.label} |`);
     expect(md).toMatch(/\| original \(identity shortcut\) \| 6\.61 \| [\d.]+ \([\d.]+-[\d.]+\) \|/);
-    expect(md).toMatch(/\| constant scaling: shortcut x0\.5, F x1 \| fail \| - \| - \| - \| - \| not run \|/);
+    expect(md).toMatch(/\| constant scaling: shortcut x0\.5, F x1 \| fail \| - \| - \| - \| - \| - \| not run \|/);
+    expect(md).toMatch(/\| original \(identity shortcut\) \| 6\.61 \| [\d.]+ \([\d.]+-[\d.]+\) \| \+0\.00 \|/);
     const orig = json.rows.find((x) => x.id === 'original')!;
     expect(orig.runs.map((x) => x.seed)).toEqual([0, 1, 2]);
     const errors = orig.runs.map((x) => x.testError!);
@@ -140,6 +141,9 @@ describe('reproduce: the command', () => {
     expect(run.code, run.err).toBe(0);
     expect(run.out).toContain('reproduce: npx resnet-onnx reproduce table1 --dataset fashion-mnist --stages 1 --iterations 4');
     expect(run.out).toMatch(/results: 1 of 11 rows finished/);
+    // The paper's recipe cut at the study's length: its 400-iteration warm-up at 0.01 covers these 4 iterations.
+    expect(run.out).toContain('--lr 0.1 --milestones none --warmup-iterations 400');
+    expect(readFileSync(join(out, 'results.md'), 'utf8')).toContain("lr 0.01 throughout (the paper's warm-up rate");
     expect(existsSync(join(out, 'shortcut-gating-6', 'seed0', 'log.jsonl'))).toBe(true);
     expect(existsSync(join(out, 'original'))).toBe(false);
     // --out alone: the study's own settings; the finished row is not rerun.

@@ -7,7 +7,6 @@ import type { Dataset } from '../models/config.js';
 import { RESULTS_HTML, RESULTS_JSON, RESULTS_MD, type StudyEvent, type StudySettings, StudyError, readStudySettings, runStudy } from '../reproduce/study.js';
 import { TABLES, type StudyTable } from '../reproduce/tables.js';
 import { DEBIAN_FASHION_MNIST } from '../train/datasets.js';
-import { scaledMilestones } from '../train/schedule.js';
 import { CliError, intArg, listArg, rangeArg } from './common.js';
 import { formatDuration } from './train.js';
 
@@ -20,7 +19,6 @@ interface ReproduceFlags {
   batch?: number;
   lr?: number;
   milestones?: number[];
-  warmup?: boolean;
   warmupIterations?: number;
   evalEvery?: number;
   logEvery?: number;
@@ -35,10 +33,14 @@ interface ReproduceFlags {
 }
 
 const DEFAULT_ITERATIONS = 200;
+/** The paper's CIFAR recipe (appendix): lr 0.1, x0.1 at 32k and 48k, and lr 0.01 for the first 400 iterations. */
+const PAPER_MILESTONES = [32_000, 48_000];
+const PAPER_WARMUP = { lr: 0.01, iterations: 400 };
 
 function milestonesArg(v: string): number[] {
+  if (v.trim() === 'none') return [];
   const parts = v.split(',').map((p) => p.trim());
-  if (parts.some((p) => !/^\d+$/.test(p) || Number(p) < 1)) throw new InvalidArgumentError(`--milestones must be a comma-separated list of positive integers, got '${v}'`);
+  if (parts.some((p) => !/^\d+$/.test(p) || Number(p) < 1)) throw new InvalidArgumentError(`--milestones must be a comma-separated list of positive integers, or none, got '${v}'`);
   const n = parts.map(Number);
   if (n.some((x, i) => i > 0 && x <= n[i - 1])) throw new InvalidArgumentError(`--milestones must increase, got '${v}'`);
   return n;
@@ -70,13 +72,11 @@ function settingsFrom(table: StudyTable, f: ReproduceFlags, given: (k: keyof Rep
   if (depth !== null && !table.depths.includes(depth))
     throw new CliError(`--depth ${depth}: the paper's ${table.name} reports ${table.depths.map((d) => `ResNet-${d}`).join(' and ')}; give ${table.depths.join(' or ')} (or --stages for a small net)`);
   const iterations = pick('iterations', existing?.iterations, () => DEFAULT_ITERATIONS, id);
-  // The paper's milestones (32k and 48k of 64k) scaled to the study's length.
-  const paper = { lr: 0.1, milestones: [32_000, 48_000], gamma: 0.1, iterations: 64_000, warmup: null };
-  const milestones = pick('milestones', existing?.milestones, () => scaledMilestones(paper, iterations), id);
+  // The paper's schedule as it is, cut at the study's length: drops at 32k and 48k where the study reaches them.
+  const milestones = pick('milestones', existing?.milestones, () => PAPER_MILESTONES.filter((m) => m < iterations), id);
   if (milestones.some((m) => m >= iterations)) throw new CliError(`--milestones ${milestones.join(',')} must fall within the ${iterations} iterations`);
-  const warmupIterations = f.warmupIterations ?? 400;
-  const warmup = given('warmup') ? { lr: 0.01, iterations: warmupIterations } : existing ? existing.warmup : null;
-  if (given('warmupIterations') && !given('warmup')) throw new CliError('--warmup-iterations shapes the warm-up: add --warmup');
+  const warmupIterations = pick('warmupIterations', existing ? (existing.warmup?.iterations ?? 0) : undefined, () => PAPER_WARMUP.iterations, id);
+  const warmup = warmupIterations > 0 ? { lr: PAPER_WARMUP.lr, iterations: warmupIterations } : null;
   const evalEvery = pick('evalEvery', existing?.evalEvery, () => Math.max(1, Math.round(iterations / 10)), id);
   const logEvery = pick('logEvery', existing?.logEvery, () => Math.max(1, Math.round(iterations / 40)), id);
   return {
@@ -103,8 +103,8 @@ function commandLine(table: StudyTable, s: StudySettings, seeds: number, seed: n
   const a = [`npx resnet-onnx reproduce ${table.name} --dataset ${s.dataset}`];
   if (s.dataset !== 'fashion-mnist' || s.data !== DEBIAN_FASHION_MNIST) a.push(`--data ${s.data}`);
   a.push(s.stages ? `--stages ${s.stages.join(',')}` : `--depth ${s.depth}`);
-  a.push(`--iterations ${s.iterations} --batch ${s.batch} --lr ${s.lr} --milestones ${s.milestones.join(',')}`);
-  if (s.warmup) a.push(`--warmup --warmup-iterations ${s.warmup.iterations}`);
+  a.push(`--iterations ${s.iterations} --batch ${s.batch} --lr ${s.lr} --milestones ${s.milestones.join(',') || 'none'}`);
+  a.push(`--warmup-iterations ${s.warmup?.iterations ?? 0}`);
   a.push(`--eval-every ${s.evalEvery} --log-every ${s.logEvery}`);
   if (s.trainLimit !== null) a.push(`--train-limit ${s.trainLimit}`);
   if (s.testLimit !== null) a.push(`--test-limit ${s.testLimit}`);
@@ -144,9 +144,8 @@ export function reproduceCommand(prog: Command): void {
     .option('--iterations <n>', `iterations per row (default ${DEFAULT_ITERATIONS}; the paper trained 64k)`, intArg('--iterations'))
     .option('--batch <n>', 'batch size (default 128, the paper\'s)', intArg('--batch'))
     .option('--lr <rate>', 'base learning rate (default 0.1)', rangeArg('--lr', Number.MIN_VALUE))
-    .option('--milestones <list>', 'iterations at which lr drops x0.1 (default: 50% and 75% of --iterations, the paper\'s 32k/48k of 64k)', milestonesArg)
-    .option('--warmup', "the paper's warm-up for ResNet-110: lr 0.01 for the first --warmup-iterations")
-    .option('--warmup-iterations <n>', 'warm-up length (default 400)', intArg('--warmup-iterations'))
+    .option('--milestones <list>', "iterations at which lr drops x0.1, or none (default: the paper's 32000,48000, those within --iterations)", milestonesArg)
+    .option('--warmup-iterations <n>', "the paper's warm-up: lr 0.01 for the first n iterations (default 400, the paper's; 0: none)", intArg('--warmup-iterations', 0))
     .option('--eval-every <n>', 'test-set evaluations for the curves every n iterations (default --iterations / 10)', intArg('--eval-every'))
     .option('--log-every <n>', 'a training-loss point every n iterations (default --iterations / 40)', intArg('--log-every'))
     .option('--train-limit <n>', 'use only the first n training images', intArg('--train-limit'))
