@@ -11,7 +11,7 @@ import { buildResNet } from '../models/preact.js';
 import { checkInputFile, checkOutputFile } from '../util/files.js';
 import { CliError, type ModelFlags, configFrom, intArg, modelOptions, opsetArg, progressBar, rangeArg } from './common.js';
 import { checkInt8Flags, finishInt8, floatStaging, int8Default } from './export-int8.js';
-import { importOrExplain, writeImported } from './import.js';
+import { type ImportFlags, checkImportedOutput, importOrExplain, writeImported } from './import.js';
 import { defaultOutput, distinctPaths } from './output-paths.js';
 
 export { defaultOutput } from './output-paths.js';
@@ -26,16 +26,10 @@ function architectureGiven(cmd: Command): string | undefined {
   });
 }
 
-interface ExportFlags {
-  output?: string;
+/** `import`'s flags (output, folding, opset, probabilities, --save-weights, --force, --quiet) and export's own. */
+interface ExportFlags extends ImportFlags {
   seed: number;
   weights?: string;
-  fold: boolean;
-  opset: number;
-  probabilities?: boolean;
-  saveWeights?: string;
-  force?: boolean;
-  quiet?: boolean;
   int8?: boolean;
   calibrate?: string;
   calibrationImages?: number;
@@ -132,14 +126,7 @@ export function exportCommand(prog: Command): void {
         // The architecture comes from the file: a checkpoint's recorded config, or an imported format's structure.
         const net = importOrExplain(f.weights);
         const output = f.output ?? int8Default(defaultOutput(net.cfg, { weights: f.weights }), f);
-        if (!f.output) {
-          try {
-            checkOutputFile(output, { force: f.force, createParent: true });
-          } catch (e) {
-            net.close();
-            throw e;
-          }
-        }
+        if (!f.output) checkImportedOutput(net, output, f.force);
         writeImported(net, floatStaging(output, f), f);
         if (f.int8) await finishInt8(floatStaging(output, f), output, f);
         return;

@@ -17,6 +17,16 @@ export interface ImportFlags {
   quiet?: boolean;
 }
 
+/** A default output path, named after the network only the read file tells, checked then; a refused one closes the file. */
+export function checkImportedOutput(net: Imported, output: string, force: boolean | undefined): void {
+  try {
+    checkOutputFile(output, { force, createParent: true });
+  } catch (e) {
+    net.close();
+    throw e;
+  }
+}
+
 /** Reads and maps a file; a file that does not fit is a user error (exit 2) naming the module path or key. */
 export function importOrExplain(path: string): Imported {
   try {
@@ -71,14 +81,7 @@ export function importCommand(prog: Command): void {
       const net = importOrExplain(file);
       // The default name says what the network is, which only the file tells.
       const output = f.output ?? defaultOutput(net.cfg, { weights: file });
-      if (!f.output) {
-        try {
-          checkOutputFile(output, { force: f.force, createParent: true });
-        } catch (e) {
-          net.close();
-          throw e;
-        }
-      }
+      if (!f.output) checkImportedOutput(net, output, f.force);
       writeImported(net, output, f);
     });
 }

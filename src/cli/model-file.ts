@@ -15,15 +15,19 @@ export interface ModelFileSummary {
   json: { path: string; bytes: number; weights: string; precision: 'float32' | 'int8'; quantization?: object };
 }
 
-export function modelFileSummary(path: string): ModelFileSummary {
-  checkInputFile(path, '--model');
-  let info;
+/** A model file's metadata; a file that is not a model this project can read is a user error (exit 2). */
+export function readModelOrExplain(path: string): ReturnType<typeof readModelInfo> {
   try {
-    info = readModelInfo(path);
+    return readModelInfo(path);
   } catch (e) {
     if (e instanceof ModelFileError) throw new CliError(e.message);
     throw e;
   }
+}
+
+export function modelFileSummary(path: string): ModelFileSummary {
+  checkInputFile(path, '--model');
+  const info = readModelOrExplain(path);
   const text = info.metadata[META.config];
   if (text === undefined) throw new CliError(`--model ${path} has no '${META.config}' metadata: only models written by resnet-onnx (export, import, pull, train, quantize) record their architecture`);
   const cfg = configFromJson(text, `--model ${path}: metadata '${META.config}'`);

@@ -7,7 +7,7 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import * as ort from 'onnxruntime-node';
 import { exportInference } from '../export/inference.js';
 import { resolveConfig } from '../models/config.js';
-import { ModelFileError, readModelInfo } from '../serve/model-info.js';
+import { ModelFileError } from '../serve/model-info.js';
 import { SERVE_DEFAULTS, ServeOptionError, type ServeOptions, startServer } from '../serve/server.js';
 import { TRITON_FIELDS, TritonOptionError, writeTritonRepository } from '../serve/triton.js';
 import { PathError, checkInputFile } from '../util/files.js';
@@ -16,6 +16,7 @@ import { PullError, ensurePulled } from '../pull/index.js';
 import { CliError, intArg, numArg } from './common.js';
 import { defaultOutput } from './export.js';
 import { downloadBar } from './pull.js';
+import { readModelOrExplain } from './model-file.js';
 
 /** The catalogue name of the paper's trained ResNet-200, served by default once it has been pulled. */
 export const DEFAULT_PRETRAINED = 'resnet200';
@@ -208,13 +209,7 @@ export function serveCommand(prog: Command): void {
       };
       if (existsSync(f.out) && !statSync(f.out).isDirectory()) throw new PathError(`--out ${f.out} is a file; give the repository folder (it is created if absent)`);
       const path = await modelPath(f.model);
-      let info;
-      try {
-        info = readModelInfo(path);
-      } catch (e) {
-        if (e instanceof ModelFileError) throw new CliError(e.message);
-        throw e;
-      }
+      const info = readModelOrExplain(path);
       const target = join(f.out, info.name);
       if (!f.force && existsSync(target) && statSync(target).isDirectory() && readdirSync(target).length > 0)
         throw new PathError(`the repository already holds model '${info.name}' (${target}); pass --force to replace it, or choose another --out`);

@@ -3,7 +3,7 @@
 // registered while open (an interrupt removes it, see installInterruptCleanup), and those of killed processes
 // for the same target are removed first.
 
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { removeStaleTemps, tempPathFor, trackTemp, untrackTemp } from '../util/files.js';
 
 export type Put = (bytes: Uint8Array) => void;
@@ -77,5 +77,25 @@ export async function writeFileAtomicAsync(path: string, write: (put: Put) => Pr
   } catch (e) {
     abandon(f);
     throw e;
+  }
+}
+
+/** Copies `src` to `dest` through a temporary beside it, renamed into place when complete. */
+export function copyFileAtomic(src: string, dest: string): void {
+  removeStaleTemps(dest);
+  const tmp = tempPathFor(dest);
+  trackTemp(tmp);
+  try {
+    copyFileSync(src, tmp);
+    renameSync(tmp, dest);
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* nothing to remove */
+    }
+    throw e;
+  } finally {
+    untrackTemp(tmp);
   }
 }

@@ -1,10 +1,10 @@
 // A Triton Inference Server model repository for the same model: <repo>/<name>/config.pbtxt (ONNX Runtime
 // backend, dynamic batching, a bounded queue), <repo>/<name>/1/model.onnx and labels.txt.
 
-import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { writeFileAtomic } from '../export/atomic.js';
-import { PathError, checkOutputFile, tempPathFor, trackTemp, untrackTemp } from '../util/files.js';
+import { copyFileAtomic, writeFileAtomic } from '../export/atomic.js';
+import { PathError, checkOutputFile } from '../util/files.js';
 import { packageVersion } from '../util/paths.js';
 import type { ModelInfo } from './model-info.js';
 import type { ModelSignature } from './pool.js';
@@ -147,20 +147,6 @@ export function writeTritonRepository(info: ModelInfo, sig: ModelSignature, labe
   for (const f of files) checkOutputFile(f, { force: true });
   writeFileAtomic(files[0], (put) => put(Buffer.from(config)));
   writeFileAtomic(files[1], (put) => put(Buffer.from(`${labels.join('\n')}\n`)));
-  const tmp = tempPathFor(files[2]);
-  trackTemp(tmp);
-  try {
-    copyFileSync(info.path, tmp);
-    renameSync(tmp, files[2]);
-  } catch (e) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* nothing to remove */
-    }
-    throw e;
-  } finally {
-    untrackTemp(tmp);
-  }
+  copyFileAtomic(info.path, files[2]);
   return { dir, config, files };
 }
