@@ -53,7 +53,7 @@ describe('every command that exists is covered here', () => {
     const names = program()
       .commands.map((c) => c.name())
       .sort();
-    expect(names).toEqual(['eval', 'export', 'import', 'info', 'pull', 'quantize', 'serve', 'train', 'triton']);
+    expect(names).toEqual(['eval', 'export', 'import', 'info', 'pull', 'quantize', 'reproduce', 'serve', 'train', 'triton']);
   });
 });
 
@@ -165,6 +165,14 @@ describe('each command: parse error 2, bad request 2, failure 1', () => {
     mkdirSync(broken, { recursive: true });
     writeFileSync(join(broken, 'broken.png'), 'not a PNG');
     expect(await expectExit(1, 'quantize', model, '--calibrate', broken, '-o', join(dir, 'q.onnx'), '-q')).toMatch(/no calibration image could be read/);
+  }, 60_000);
+});
+
+describe('reproduce', () => {
+  it('parse error, bad request 2; a study folder that cannot be made 1', async () => {
+    await expectExit(2, 'reproduce', 'table1', '--seeds', 'abc');
+    expect(await expectExit(2, 'reproduce', 'table1', '--rows', 'nope', '--out', join(dir, 'study'))).toMatch(/--rows: no row 'nope' in table1/);
+    expect(await expectExit(1, 'reproduce', 'table1', '--stages', '1', '--iterations', '2', '--out', tooLong(), '-q')).toMatch(/ENAMETOOLONG|name too long/i);
   }, 60_000);
 });
 
