@@ -3,8 +3,8 @@
 // registered while open (an interrupt removes it, see installInterruptCleanup), and those of killed processes
 // for the same target are removed first.
 
-import { closeSync, copyFileSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { removeStaleTemps, tempPathFor, trackTemp, untrackTemp } from '../util/files.js';
+import { closeSync, copyFileSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { discardTemp, removeStaleTemps, tempPathFor, trackTemp, untrackTemp } from '../util/files.js';
 
 export type Put = (bytes: Uint8Array) => void;
 
@@ -46,12 +46,7 @@ function commit(path: string, f: Open): void {
 
 function abandon(f: Open): void {
   if (f.fd >= 0) closeSync(f.fd);
-  try {
-    unlinkSync(f.tmp);
-  } catch {
-    /* nothing to remove */
-  }
-  untrackTemp(f.tmp);
+  discardTemp(f.tmp);
 }
 
 export function writeFileAtomic(path: string, write: (put: Put) => void): void {
@@ -88,14 +83,9 @@ export function copyFileAtomic(src: string, dest: string): void {
   try {
     copyFileSync(src, tmp);
     renameSync(tmp, dest);
-  } catch (e) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* nothing to remove */
-    }
-    throw e;
-  } finally {
     untrackTemp(tmp);
+  } catch (e) {
+    discardTemp(tmp);
+    throw e;
   }
 }

@@ -4,12 +4,12 @@
 // --pretrained`; `cachedModelPath` answers without network or work whether a pulled model is ready.
 
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { type Imported, exportImported, importModel } from '../import/index.js';
 import { describe } from '../models/config.js';
 import type { ImportReport } from '../import/imported.js';
-import { checkInputFile, checkOutputFile, removeStaleTemps, sha256File, tempPathFor, trackTemp, untrackTemp } from '../util/files.js';
+import { checkInputFile, checkOutputFile, discardTemp, removeStaleTemps, sha256File, tempPathFor, trackTemp, untrackTemp } from '../util/files.js';
 import { modelsDir } from '../util/paths.js';
 import { CATALOGUE, type CatalogueEntry, type PulledFormat, REFUSED, type ReportedAccuracy } from './catalogue.js';
 import { type CacheRecord, cacheDir, cachedFilePath, isRecordedModel, readCached, recordModel, removeCached, writeRecord } from './cache.js';
@@ -217,11 +217,7 @@ function copyIntoCache(src: string, dest: string): { bytes: number; sha256: stri
     } catch {
       /* closed */
     }
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* gone */
-    }
+    discardTemp(tmp);
     throw e;
   } finally {
     untrackTemp(tmp);

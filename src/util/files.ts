@@ -92,6 +92,16 @@ export function untrackTemp(tmp: string): void {
   live.delete(tmp);
 }
 
+/** Removes an abandoned temporary (if it is there) and stops tracking it. */
+export function discardTemp(tmp: string): void {
+  try {
+    unlinkSync(tmp);
+  } catch {
+    /* nothing to remove */
+  }
+  untrackTemp(tmp);
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
