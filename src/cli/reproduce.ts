@@ -2,13 +2,13 @@
 // study folder that can be run in parts (a finished row is not rerun, a stopped one resumes).
 
 import { join } from 'node:path';
-import { type Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import type { Dataset } from '../models/config.js';
 import { RESULTS_HTML, RESULTS_JSON, RESULTS_MD, type StudyEvent, type StudySettings, StudyError, readStudySettings, runStudy } from '../reproduce/study.js';
 import { TABLES, type StudyTable } from '../reproduce/tables.js';
 import { DEBIAN_FASHION_MNIST } from '../train/datasets.js';
 import { CliError, intArg, listArg, rangeArg } from './common.js';
-import { formatDuration } from './train.js';
+import { formatDuration, stepsArg } from './train.js';
 
 interface ReproduceFlags {
   dataset?: Dataset;
@@ -37,13 +37,9 @@ const DEFAULT_ITERATIONS = 200;
 const PAPER_MILESTONES = [32_000, 48_000];
 const PAPER_WARMUP = { lr: 0.01, iterations: 400 };
 
+/** `--milestones`: train's increasing list, or none (a constant rate after any warm-up). */
 function milestonesArg(v: string): number[] {
-  if (v.trim() === 'none') return [];
-  const parts = v.split(',').map((p) => p.trim());
-  if (parts.some((p) => !/^\d+$/.test(p) || Number(p) < 1)) throw new InvalidArgumentError(`--milestones must be a comma-separated list of positive integers, or none, got '${v}'`);
-  const n = parts.map(Number);
-  if (n.some((x, i) => i > 0 && x <= n[i - 1])) throw new InvalidArgumentError(`--milestones must increase, got '${v}'`);
-  return n;
+  return v.trim() === 'none' ? [] : stepsArg('--milestones')(v);
 }
 
 /** The rows `--rows` names, in the table's order; an unknown name is refused with the table's names. */

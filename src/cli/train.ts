@@ -91,7 +91,7 @@ function checkedNum(name: string, ok: (n: number) => boolean, allowed: string): 
 }
 
 /** Iterations (or epochs) at which the rate drops: positive integers, increasing. */
-function stepsArg(name: string): (v: string) => number[] {
+export function stepsArg(name: string): (v: string) => number[] {
   return (v) => {
     const parts = v.split(',').map((p) => p.trim());
     if (parts.some((p) => !/^\d+$/.test(p) || Number(p) < 1)) throw new InvalidArgumentError(`${name} must be a comma-separated list of positive integers, got '${v}'`);
