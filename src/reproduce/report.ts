@@ -2,7 +2,7 @@
 // loss on a log scale and test error against iterations, one line per row), with the command at the top.
 
 import { type Curve, panel } from '../train/plot.js';
-import type { RowResult, RunResult, StudyResults } from './study.js';
+import { type RowResult, type RunResult, type StudyResults, median } from './study.js';
 import { paperText } from './tables.js';
 
 const PALETTE = ['#000000', '#e6194b', '#3cb44b', '#4363d8', '#f58231', '#911eb4', '#42d4f4', '#f032e6', '#9a6324', '#808000', '#469990', '#800000'];
@@ -82,11 +82,7 @@ function rowCurve(runs: RunResult[], key: 'lossCurve' | 'testCurve'): [number, n
   return [...at.entries()]
     .filter(([, ys]) => ys.length === runs.length)
     .sort((a, b) => a[0] - b[0])
-    .map(([x, ys]) => {
-      const a = [...ys].sort((p, q) => p - q);
-      const h = Math.floor(a.length / 2);
-      return [x, a.length % 2 ? a[h] : (a[h - 1] + a[h]) / 2];
-    });
+    .map(([x, ys]) => [x, median(ys)]);
 }
 
 const esc = (s: string): string => s.replace(/[&<>"]/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[ch]!);

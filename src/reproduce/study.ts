@@ -168,17 +168,16 @@ export async function runStudy(o: RunStudyOptions): Promise<StudyResults> {
   const runs: RunRef[] = o.rows.flatMap((row) => o.seeds.map((seed) => ({ row, seed, dir: runDir(o.out, row, seed) })));
   // Configs first: a row the base net cannot take is refused before anything trains.
   const configs = runs.map((r) => baseConfig(s, o.table, r.row));
-  const remaining = runs.map((r) => {
-    const st = runState(r.dir, s.iterations);
-    return st.state === 'done' || st.state === 'diverged' ? 0 : s.iterations - st.iteration;
-  });
+  // Where each run stands, read once: a run is only ever changed by this loop.
+  const states = runs.map((r) => runState(r.dir, s.iterations));
+  const remaining = states.map((st) => (st.state === 'done' || st.state === 'diverged' ? 0 : s.iterations - st.iteration));
   // This process's pace, evaluations included: seconds per iteration over the runs trained so far.
   let paceSeconds = 0;
   let paceIterations = 0;
   const schedule: Schedule = { lr: s.lr, milestones: s.milestones, gamma: s.gamma, iterations: s.iterations, warmup: s.warmup };
   let results = writeResults(o);
   for (const [i, run] of runs.entries()) {
-    const st = runState(run.dir, s.iterations);
+    const st = states[i];
     const where = { run, index: i + 1, runs: runs.length };
     if (st.state === 'done' || st.state === 'diverged') {
       o.onEvent?.({ type: 'skip', ...where, state: st.state, iteration: st.iteration });
@@ -474,4 +473,3 @@ export function writeResults(o: Pick<RunStudyOptions, 'out' | 'table' | 'setting
   return r;
 }
 
-export type { StudyRow, StudyTable };
